@@ -1,0 +1,49 @@
+# canga: see README.md. `make demo` builds canga and runs it end to end;
+# `make test` runs every test (installing missing Debian tools first).
+
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+FUZZTIME ?= 60s
+BIN      := bin/canga
+
+.PHONY: all build static test test-short bench fuzz demo deps clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/canga
+
+# One static binary: no cgo, no libc.
+static:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(BIN) ./cmd/canga
+
+deps:
+	scripts/deps.sh
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 60m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+bench: deps static
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./qcow2/... ./cas/...
+	bench/run.sh $(BIN)
+
+# Every fuzz target for FUZZTIME each.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+demo: deps static
+	scripts/demo.sh $(BIN)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,145 @@
+// Command canga keeps qcow2 disk images in a content-addressed repository.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+// Set with -ldflags "-X main.version=... -X main.commit=...".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+// exitError carries an exit status other than 1, for commands whose
+// status means something (check: 2 corrupt, 3 leaks).
+type exitError struct {
+	code int
+	err  error // nil: the command already said what it had to
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+// env is what every command gets: where to write, and global flags.
+type env struct {
+	ctx    context.Context
+	stdout io.Writer
+	stderr io.Writer
+	quiet  bool
+	home   string
+}
+
+type versionFlag bool
+
+func (versionFlag) BeforeReset(app *kong.Kong) error {
+	fmt.Fprintf(app.Stdout, "canga %s\ncommit: %s\ngo: %s %s/%s\n", version, buildCommit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	app.Exit(0)
+	return nil
+}
+
+func buildCommit() string {
+	if commit != "" {
+		return commit
+	}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", false
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if rev != "" {
+			if dirty {
+				rev += "-dirty"
+			}
+			return rev
+		}
+	}
+	return "unknown"
+}
+
+type cli struct {
+	Version versionFlag `help:"Print version, commit and Go version, then exit."`
+	Home    string      `help:"Canga home directory (config.yaml and default repository)." env:"CANGA_HOME" placeholder:"DIR"`
+	Quiet   bool        `short:"q" help:"No progress bars."`
+
+	Digest digestCmd `cmd:"" help:"Print the image ID of each FILE: the SHA-256 of its guest-visible content."`
+	Info   infoCmd   `cmd:"" help:"Describe a disk image, like qemu-img info."`
+	Check  checkCmd  `cmd:"" help:"Check a qcow2 image's metadata, like qemu-img check (exit 0 clean, 2 corrupt, 3 leaks only)."`
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		// A panic is a bug in canga; say so plainly instead of a trace.
+		if r := recover(); r != nil {
+			if ee, ok := r.(exitSignal); ok {
+				code = int(ee)
+				return
+			}
+			fmt.Fprintf(stderr, "canga: internal error: %v\n", r)
+			code = 70
+		}
+	}()
+	var c cli
+	parser, err := kong.New(&c,
+		kong.Name("canga"),
+		kong.Description("Keep qcow2 disk images in a content-addressed repository."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(exitSignal(code)) }),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "canga: %v\n", err)
+		return 70
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "canga: %v\n", err)
+		return 2
+	}
+	e := &env{ctx: ctx, stdout: stdout, stderr: stderr, quiet: c.Quiet, home: c.Home}
+	if err := kctx.Run(e); err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			if ee.err != nil {
+				fmt.Fprintf(stderr, "canga: %v\n", ee.err)
+			}
+			return ee.code
+		}
+		fmt.Fprintf(stderr, "canga: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// exitSignal unwinds kong's exit (after --help or --version) through run.
+type exitSignal int

@@ -1,0 +1,534 @@
+package index
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	"gopkg.in/yaml.v3"
+)
+
+const (
+	// HomeEnv names the environment variable that overrides the home.
+	HomeEnv = "CANGA_HOME"
+	// ConfigFile is the name of the configuration file in the home.
+	ConfigFile = "config.yaml"
+	// defaultHome is the home when neither --home nor CANGA_HOME is set.
+	defaultHome = "~/.cangallo"
+	// maxConfigSize bounds config.yaml: it is small and hand-written.
+	maxConfigSize = 1 << 20
+)
+
+// ErrExists is returned when adding a repository whose name is taken.
+var ErrExists = errors.New("index: already exists")
+
+// Config is CANGA_HOME/config.yaml (SPEC §3).
+type Config struct {
+	Home        string       // absolute
+	File        string       // absolute path of config.yaml
+	DefaultRepo string       // always the name of one of Repos
+	Repos       []RepoConfig // in the order of the file
+}
+
+// RepoConfig is one configured repository. Paths are absolute, with "~"
+// expanded and relative paths taken from the home.
+type RepoConfig struct {
+	Name string
+	Path string // the repository, or a remote's local cache
+	URL  string // a remote's base URL; empty for a local repository
+	// AllowedSigners, when set, is an ssh-keygen allowed_signers file and
+	// makes a valid signature on the index mandatory (SPEC §6).
+	AllowedSigners string
+}
+
+// Remote reports whether the repository is the local cache of a remote.
+func (r RepoConfig) Remote() bool { return r.URL != "" }
+
+// RepoSpec is a repository as written in config.yaml, for [Config.AddRepo]:
+// paths may use "~" or be relative to the home.
+type RepoSpec struct {
+	Path           string // empty: HOME/NAME
+	URL            string
+	AllowedSigners string
+}
+
+// Home returns the absolute canga home: dir when not empty (--home), else
+// $CANGA_HOME, else ~/.cangallo.
+func Home(dir string) (string, error) {
+	if dir == "" {
+		dir = os.Getenv(HomeEnv)
+	}
+	if dir == "" {
+		dir = defaultHome
+	}
+	dir, err := expandTilde(dir)
+	if err != nil {
+		return "", fmt.Errorf("index: home %s: %w", dir, err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("index: home %s: %w", dir, err)
+	}
+	return abs, nil
+}
+
+// LoadConfig reads HOME/config.yaml, home as for [Home]. On first use,
+// when the file does not exist, it creates the home (0755) and a config
+// with the default repository (SPEC §3). An existing file that cannot be
+// read is an error, never replaced. The repository directories are not
+// created here.
+func LoadConfig(home string) (*Config, error) {
+	home, err := Home(home)
+	if err != nil {
+		return nil, err
+	}
+	file := filepath.Join(home, ConfigFile)
+	data, err := readConfig(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := createDefaultConfig(home, file); err != nil {
+			return nil, err
+		}
+		data, err = readConfig(file)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c, _, err := parseConfig(home, file, data)
+	return c, err
+}
+
+func readConfig(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("index: config %s: %w", file, pathErr(err))
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("index: config %s: %w", file, pathErr(err))
+	}
+	if len(data) > maxConfigSize {
+		return nil, &ConfigError{File: file, Msg: fmt.Sprintf("larger than %d bytes", maxConfigSize)}
+	}
+	return data, nil
+}
+
+// pathErr drops the *PathError wrapper, whose message repeats the file
+// name we already give, keeping the errno for errors.Is.
+func pathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// defaultConfigText is SPEC §3's config with HOME standing for the home.
+const defaultConfigText = `# CANGA_HOME/config.yaml
+default_repo: default
+repos:
+  default:
+    path: HOME/default
+  # a remote: url of a static repository; path is its local cache
+  # remote:
+  #   url: http://127.0.0.1:8000/
+  #   path: HOME/remote
+  #   allowed_signers: HOME/remote.allowed_signers   # set => signature required
+`
+
+// defaultConfig is the first-use config for home: with "~/.cangallo" when
+// that is the home, so the file reads as the SPEC's, else the real path.
+func defaultConfig(home string) string {
+	prefix := home
+	if uh, err := os.UserHomeDir(); err == nil && filepath.Clean(home) == filepath.Join(uh, ".cangallo") {
+		prefix = defaultHome
+	}
+	text := defaultConfigText
+	for _, name := range []string{"default", "remote.allowed_signers", "remote"} {
+		text = strings.ReplaceAll(text, "HOME/"+name, yamlScalar(prefix+"/"+name))
+	}
+	return text
+}
+
+// yamlScalar writes s as a YAML scalar: plain when that is safe, else
+// double-quoted (Go's escapes are a subset of YAML's).
+func yamlScalar(s string) string {
+	safe := s != ""
+	for i := 0; i < len(s) && safe; i++ {
+		c := s[i]
+		safe = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			strings.IndexByte("/._~+-", c) >= 0
+	}
+	if safe && s[0] != '-' {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+func createDefaultConfig(home, file string) error {
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		return fmt.Errorf("index: home %s: %w", home, pathErr(err))
+	}
+	return writeFileAtomic(file, []byte(defaultConfig(home)), false)
+}
+
+// writeFileAtomic writes data to file through a temporary file in the same
+// directory. With replace false an existing file wins: two canga started
+// at once on a fresh home must not clobber each other (or a user's file).
+func writeFileAtomic(file string, data []byte, replace bool) (err error) {
+	dir := filepath.Dir(file)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("index: config %s: %w", file, pathErr(err))
+	}
+	defer os.Remove(tmp.Name())
+	fail := func(err error) error {
+		return fmt.Errorf("index: config %s: %w", file, pathErr(err))
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fail(err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fail(err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fail(err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fail(err)
+	}
+	if replace {
+		err = os.Rename(tmp.Name(), file)
+	} else {
+		err = os.Link(tmp.Name(), file)
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync() // best effort: some file systems refuse to sync a directory
+		d.Close()
+	}
+	return nil
+}
+
+// expandTilde expands a leading "~" or "~/" to the user's home directory.
+func expandTilde(p string) (string, error) {
+	if p != "~" && !strings.HasPrefix(p, "~/") {
+		if strings.HasPrefix(p, "~") {
+			return "", errors.New("~user paths are not supported")
+		}
+		return p, nil
+	}
+	uh, err := os.UserHomeDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(uh, p[1:]), nil
+}
+
+// ValidateRepoName checks a repository name: a letter or digit, then
+// letters, digits, '.', '_' or '-'. No ':' so that REPO:NAME splits.
+func ValidateRepoName(name string) error {
+	if why := repoNameProblem(name); why != "" {
+		return fmt.Errorf("%w: repository name %s: %s", ErrConfig, quote(name), why)
+	}
+	return nil
+}
+
+func repoNameProblem(name string) string {
+	if name == "" {
+		return "empty"
+	}
+	if len(name) > 64 {
+		return "longer than 64 characters"
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return "want a letter or digit, then letters, digits, '.', '_' or '-'"
+		}
+	}
+	return ""
+}
+
+// parseConfig reads config.yaml; it also returns the document, which
+// AddRepo edits so that comments survive.
+func parseConfig(home, file string, data []byte) (c *Config, doc *yaml.Node, err error) {
+	fail := func(n *yaml.Node, format string, args ...any) error {
+		line := 0
+		if n != nil {
+			line = n.Line
+		}
+		return &ConfigError{File: file, Line: line, Msg: fmt.Sprintf(format, args...)}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			c, doc, err = nil, nil, fail(nil, "YAML parser failed: %v", r)
+		}
+	}()
+	root, line, err := decodeOne(data)
+	if err != nil {
+		return nil, nil, &ConfigError{File: file, Line: line, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	// Checking the keys also refuses duplicates and non-scalar keys.
+	if _, err := cleanNode(root, newBudget(0)); err != nil {
+		return nil, nil, fail(root, "%v", err)
+	}
+	root, _ = deref(root)
+	if root.Kind != yaml.MappingNode {
+		return nil, nil, fail(root, "want a mapping with default_repo and repos")
+	}
+	c = &Config{Home: home, File: file}
+	var defaultN, reposN *yaml.Node
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, _ := deref(root.Content[i])
+		v, _ := deref(root.Content[i+1])
+		switch k.Value {
+		case "default_repo":
+			defaultN = v
+		case "repos":
+			reposN = v
+		default:
+			return nil, nil, fail(k, "unknown key %s (want default_repo, repos)", quote(k.Value))
+		}
+	}
+	if reposN == nil || isNull(reposN) {
+		return nil, nil, fail(root, "no repos")
+	}
+	if reposN.Kind != yaml.MappingNode {
+		return nil, nil, fail(reposN, "repos: want a mapping of repository names")
+	}
+	paths := map[string]string{}
+	for i := 0; i+1 < len(reposN.Content); i += 2 {
+		k, _ := deref(reposN.Content[i])
+		v, _ := deref(reposN.Content[i+1])
+		if why := repoNameProblem(k.Value); why != "" {
+			return nil, nil, fail(k, "repository name %s: %s", quote(k.Value), why)
+		}
+		r, err := parseRepo(home, k.Value, v, fail)
+		if err != nil {
+			return nil, nil, err
+		}
+		if other, dup := paths[r.Path]; dup {
+			return nil, nil, fail(k, "repositories %s and %s share the path %s", other, r.Name, r.Path)
+		}
+		paths[r.Path] = r.Name
+		c.Repos = append(c.Repos, r)
+	}
+	if len(c.Repos) == 0 {
+		return nil, nil, fail(reposN, "no repos")
+	}
+	c.DefaultRepo = "default"
+	if defaultN != nil {
+		if defaultN.Kind != yaml.ScalarNode || isNull(defaultN) {
+			return nil, nil, fail(defaultN, "default_repo: want a repository name")
+		}
+		c.DefaultRepo = defaultN.Value
+	}
+	if _, ok := c.repo(c.DefaultRepo); !ok {
+		n := defaultN
+		if n == nil {
+			n = root
+		}
+		return nil, nil, fail(n, "default_repo %s is not a configured repository", quote(c.DefaultRepo))
+	}
+	return c, root, nil
+}
+
+func parseRepo(home, name string, v *yaml.Node, fail func(*yaml.Node, string, ...any) error) (RepoConfig, error) {
+	r := RepoConfig{Name: name}
+	if !isNull(v) && v.Kind != yaml.MappingNode {
+		return r, fail(v, "repos.%s: want a mapping with path, url, allowed_signers", name)
+	}
+	text := func(n *yaml.Node, key string) (string, error) {
+		if n.Kind != yaml.ScalarNode || n.Value == "" || isNull(n) {
+			return "", fail(n, "repos.%s.%s: want a non-empty string", name, key)
+		}
+		return n.Value, nil
+	}
+	path := func(n *yaml.Node, key string) (string, error) {
+		s, err := text(n, key)
+		if err != nil {
+			return "", err
+		}
+		p, err := expandTilde(s)
+		if err != nil {
+			return "", fail(n, "repos.%s.%s: %s: %v", name, key, quote(s), err)
+		}
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(home, p)
+		}
+		return filepath.Clean(p), nil
+	}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, _ := deref(v.Content[i])
+		val, _ := deref(v.Content[i+1])
+		var err error
+		switch k.Value {
+		case "path":
+			r.Path, err = path(val, k.Value)
+		case "allowed_signers":
+			r.AllowedSigners, err = path(val, k.Value)
+		case "url":
+			if r.URL, err = text(val, k.Value); err == nil {
+				err = checkURL(r.URL)
+				if err != nil {
+					err = fail(val, "repos.%s.url: %v", name, err)
+				}
+			}
+		case "type":
+			// Cangallo's config said type: local|remote; the url says it now.
+			var t string
+			if t, err = text(val, k.Value); err == nil && t != "local" && t != "remote" {
+				err = fail(val, "repos.%s.type: %s: want local or remote", name, quote(t))
+			}
+		default:
+			// A misspelt allowed_signers would silently turn signature
+			// checks off: unknown keys are errors.
+			err = fail(k, "repos.%s: unknown key %s (want path, url, allowed_signers)", name, quote(k.Value))
+		}
+		if err != nil {
+			return r, err
+		}
+	}
+	if r.Path == "" {
+		r.Path = filepath.Join(home, name)
+	}
+	return r, nil
+}
+
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%s: %v", quote(s), err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("%s: want an http:// or https:// URL", quote(s))
+	}
+	return nil
+}
+
+func (c *Config) repo(name string) (RepoConfig, bool) {
+	for _, r := range c.Repos {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return RepoConfig{}, false
+}
+
+// Repo returns the configured repository name, or the default one when
+// name is empty.
+func (c *Config) Repo(name string) (RepoConfig, error) {
+	if name == "" {
+		name = c.DefaultRepo
+	}
+	r, ok := c.repo(name)
+	if !ok {
+		return RepoConfig{}, &NotFoundError{What: "repository", Name: name}
+	}
+	return r, nil
+}
+
+// SearchOrder lists the repository names in the order names are
+// resolved (SPEC §4): the default first, then the others in file order.
+func (c *Config) SearchOrder() []string {
+	order := []string{c.DefaultRepo}
+	for _, r := range c.Repos {
+		if r.Name != c.DefaultRepo {
+			order = append(order, r.Name)
+		}
+	}
+	return order
+}
+
+// Resolve is [Resolve] over the configured repositories.
+func (c *Config) Resolve(name string, get IndexFunc) (repo string, id digest.Digest, err error) {
+	return Resolve(name, c.SearchOrder(), get)
+}
+
+// AddRepo adds a repository at the end of config.yaml, keeping the rest
+// of the file (comments included), and reloads c from the result. The file
+// is replaced atomically; concurrent edits of config.yaml are not merged.
+func (c *Config) AddRepo(name string, spec RepoSpec) error {
+	if err := ValidateRepoName(name); err != nil {
+		return err
+	}
+	data, err := readConfig(c.File)
+	if err != nil {
+		return err
+	}
+	fresh, root, err := parseConfig(c.Home, c.File, data)
+	if err != nil {
+		return err
+	}
+	if _, ok := fresh.repo(name); ok {
+		return fmt.Errorf("%w: repository %s in %s", ErrExists, name, c.File)
+	}
+	var repos *yaml.Node
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value == "repos" {
+			repos, _ = deref(root.Content[i+1])
+		}
+	}
+	m := mapNode()
+	if spec.URL != "" {
+		addPair(m, "url", strNode(spec.URL))
+	}
+	if spec.Path != "" {
+		addPair(m, "path", strNode(spec.Path))
+	}
+	if spec.AllowedSigners != "" {
+		addPair(m, "allowed_signers", strNode(spec.AllowedSigners))
+	}
+	addPair(repos, name, m)
+
+	out, err := encodeYAML(root)
+	if err != nil {
+		return fmt.Errorf("index: config %s: %w", c.File, err)
+	}
+	next, _, err := parseConfig(c.Home, c.File, out)
+	if err != nil {
+		return err // the new repository is what is wrong: nothing written
+	}
+	if err := writeFileAtomic(c.File, out, true); err != nil {
+		return err
+	}
+	*c = *next
+	return nil
+}
+
+func encodeYAML(n *yaml.Node) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, fmt.Errorf("cannot encode: %v", r)
+		}
+	}()
+	var b strings.Builder
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(n); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return []byte(b.String()), nil
+}

@@ -1,0 +1,148 @@
+package qcow2
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// MaxChainDepth is how many backing files [OpenFile] follows by default.
+// qemu has no limit and exhausts memory on a loop; real chains are short.
+const MaxChainDepth = 256
+
+// Formats a file can be opened as.
+const (
+	FormatQcow2 = "qcow2"
+	FormatRaw   = "raw"
+)
+
+// ErrBackingLoop means a backing chain leads back to one of its own files.
+var ErrBackingLoop = errors.New("qcow2: backing chain loops")
+
+// WithFormat opens the file as format ("qcow2" or "raw") instead of
+// probing it.
+func WithFormat(format string) Option { return func(o *options) { o.format = format } }
+
+// WithMaxDepth limits how many backing files [OpenFile] follows.
+func WithMaxDepth(n int) Option { return func(o *options) { o.maxDepth = n } }
+
+// OpenFile opens the disk image at name with its backing chain. The format
+// is probed unless [WithFormat] is given: a file that starts with the qcow2
+// magic is qcow2, anything else is raw. Backing file names are resolved
+// against the directory of the image that names them, as qemu does, and the
+// backing format extension is honoured; it is probed only when absent.
+func OpenFile(name string, opts ...Option) (Disk, error) {
+	o := options{maxDepth: MaxChainDepth}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	// One cache serves the whole chain, so its memory is bounded however
+	// long the chain is.
+	o.tables = newCache(defaultCacheBytes, 4)
+	return openChain(name, o.format, &o, nil)
+}
+
+// The errors of openChain name the file they are about once, however deep
+// in the chain it is: a chain of 256 files must not give 256 prefixes.
+
+func openChain(name, format string, o *options, above []os.FileInfo) (d Disk, err error) {
+	if len(above) > o.maxDepth {
+		return nil, &LayerError{Name: name, Err: fmt.Errorf("qcow2: backing chain deeper than %d files", o.maxDepth)}
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err // *PathError names the file
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (Disk, error) { return nil, &LayerError{Name: name, Err: err} }
+	if !fi.Mode().IsRegular() {
+		// Devices are fine for qemu, but a directory or a FIFO is not an image.
+		if fi.Mode()&os.ModeDevice == 0 {
+			return fail(errors.New("not a regular file"))
+		}
+	}
+	for _, up := range above {
+		if os.SameFile(up, fi) {
+			return fail(fmt.Errorf("%w: the file is its own ancestor", ErrBackingLoop))
+		}
+	}
+	size := fi.Size()
+	if fi.Mode()&os.ModeDevice != 0 {
+		if size, err = f.Seek(0, 2); err != nil {
+			return fail(err)
+		}
+	}
+	if format == "" {
+		format = FormatRaw
+		var magic [4]byte
+		if n, _ := f.ReadAt(magic[:], 0); n == 4 && string(magic[:]) == Magic {
+			format = FormatQcow2
+		}
+	}
+	switch format {
+	case FormatRaw:
+		r := NewRaw(f, size)
+		r.closer = f
+		return r, nil
+	case FormatQcow2:
+	default:
+		return fail(unsupportedf("format %q", format))
+	}
+
+	hdr, err := ReadHeader(f, size)
+	if err != nil {
+		return fail(err)
+	}
+	var backing Disk
+	if hdr.BackingFile != "" {
+		path, err := backingPath(name, hdr.BackingFile)
+		if err != nil {
+			return fail(err)
+		}
+		bf := hdr.BackingFormat
+		if bf != "" && bf != FormatQcow2 && bf != FormatRaw {
+			return fail(unsupportedf("backing format %q", bf))
+		}
+		backing, err = openChain(path, bf, o, append(above, fi))
+		if err != nil {
+			var le *LayerError
+			if errors.As(err, &le) {
+				return nil, err
+			}
+			return fail(fmt.Errorf("backing file: %w", err))
+		}
+	}
+	img, err := openWithHeader(f, size, hdr, &options{backing: backing, tables: o.tables})
+	if err != nil {
+		if backing != nil {
+			backing.Close()
+		}
+		return fail(err)
+	}
+	img.name = name
+	img.closer = f
+	return img, nil
+}
+
+// backingPath resolves a backing file name as qemu does for plain files.
+// Protocol names ("nbd:", "json:{...}", "http://") are refused: canga
+// opens files only.
+func backingPath(image, backing string) (string, error) {
+	if i := strings.IndexByte(backing, ':'); i >= 0 && !strings.Contains(backing[:i], "/") {
+		return "", unsupportedf("backing file %q is not a plain file name", backing)
+	}
+	if filepath.IsAbs(backing) {
+		return backing, nil
+	}
+	return filepath.Join(filepath.Dir(image), backing), nil
+}

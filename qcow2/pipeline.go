@@ -1,0 +1,99 @@
+package qcow2
+
+import (
+	"context"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// runOrdered runs work for jobs 0..n-1 on workers goroutines and calls
+// deliver with the results in job order, from a single goroutine. At most
+// 2*workers finished jobs wait for delivery, so memory stays bounded
+// however many jobs there are. work gets the index of its goroutine, for
+// per-goroutine state such as a compressor.
+func runOrdered[J any](ctx context.Context, n int64, workers int, work func(ctx context.Context, worker int, i int64) (J, error), deliver func(i int64, j J) error) error {
+	type slot struct {
+		i    int64
+		j    J
+		err  error
+		done chan struct{}
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	jobs := make(chan *slot)
+	ordered := make(chan *slot, 2*workers)
+	g.Go(func() error {
+		defer close(jobs)
+		defer close(ordered)
+		for i := range n {
+			s := &slot{i: i, done: make(chan struct{})}
+			select {
+			case ordered <- s:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			select {
+			case jobs <- s:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	for w := range workers {
+		g.Go(func() error {
+			for s := range jobs {
+				s.j, s.err = work(ctx, w, s.i)
+				close(s.done)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		for s := range ordered {
+			select {
+			case <-s.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if s.err != nil {
+				return s.err
+			}
+			if err := deliver(s.i, s.j); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// bufferPool hands out at most a fixed number of equal buffers; get
+// blocks until one is free. With one buffer per job that runOrdered can
+// hold (workers running plus 2*workers waiting), get never waits on a job
+// that cannot finish.
+type bufferPool struct {
+	free chan []byte
+	size int
+}
+
+func newBufferPool(count, size int) *bufferPool {
+	p := &bufferPool{free: make(chan []byte, count), size: size}
+	for range count {
+		p.free <- nil // allocated on first use: small disks need few
+	}
+	return p
+}
+
+func (p *bufferPool) get(ctx context.Context) ([]byte, error) {
+	select {
+	case b := <-p.free:
+		if b == nil {
+			b = make([]byte, p.size)
+		}
+		return b, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (p *bufferPool) put(b []byte) { p.free <- b }

@@ -1,0 +1,35 @@
+#!/bin/sh
+# deps.sh: installs, from Debian, the tools canga's tests and demo use when
+# they are missing. Safe to run again: it only installs what is absent.
+set -eu
+
+need=""
+want() { # want COMMAND PACKAGE
+	command -v "$1" >/dev/null 2>&1 || need="$need $2"
+}
+want qemu-img qemu-utils
+want qemu-io qemu-utils
+want mkfs.ext4 e2fsprogs
+want debugfs e2fsprogs
+want ssh-keygen openssh-client
+want python3 python3
+want curl curl
+want openssl openssl
+want debootstrap debootstrap
+want virt-customize libguestfs-tools
+want docker-registry docker-registry
+[ -n "$(ls /boot/vmlinuz-* 2>/dev/null)" ] || need="$need linux-image-amd64"
+
+if ! command -v go >/dev/null 2>&1; then
+	echo "deps: Go is missing: install Go 1.26 (https://go.dev/dl) and put it on PATH" >&2
+	exit 1
+fi
+[ -z "$need" ] && exit 0
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "deps: installing$need" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# shellcheck disable=SC2086 # word splitting of the package list is wanted
+$sudo apt-get install -y -qq $need >/dev/null
