@@ -25,6 +25,15 @@ var ErrBackingLoop = errors.New("qcow2: backing chain loops")
 // probing it.
 func WithFormat(format string) Option { return func(o *options) { o.format = format } }
 
+// BackingResolver decides where [OpenFile] finds the backing file that
+// image names, and in which format to open it.
+type BackingResolver func(image, name, format string) (path, resolvedFormat string, err error)
+
+// WithBackingResolver replaces the default resolution of backing file names
+// (relative to the naming image's directory, as qemu does). A repository
+// uses it to allow only sibling blobs.
+func WithBackingResolver(r BackingResolver) Option { return func(o *options) { o.resolve = r } }
+
 // WithMaxDepth limits how many backing files [OpenFile] follows.
 func WithMaxDepth(n int) Option { return func(o *options) { o.maxDepth = n } }
 
@@ -92,7 +101,7 @@ func openChain(name, format string, o *options, above []os.FileInfo) (d Disk, er
 	switch format {
 	case FormatRaw:
 		r := NewRaw(f, size)
-		r.closer = f
+		r.closer, r.name = f, name
 		return r, nil
 	case FormatQcow2:
 	default:
@@ -105,13 +114,13 @@ func openChain(name, format string, o *options, above []os.FileInfo) (d Disk, er
 	}
 	var backing Disk
 	if hdr.BackingFile != "" {
-		path, err := backingPath(name, hdr.BackingFile)
+		resolve := o.resolve
+		if resolve == nil {
+			resolve = defaultResolver
+		}
+		path, bf, err := resolve(name, hdr.BackingFile, hdr.BackingFormat)
 		if err != nil {
 			return fail(err)
-		}
-		bf := hdr.BackingFormat
-		if bf != "" && bf != FormatQcow2 && bf != FormatRaw {
-			return fail(unsupportedf("backing format %q", bf))
 		}
 		backing, err = openChain(path, bf, o, append(above, fi))
 		if err != nil {
@@ -132,6 +141,14 @@ func openChain(name, format string, o *options, above []os.FileInfo) (d Disk, er
 	img.name = name
 	img.closer = f
 	return img, nil
+}
+
+func defaultResolver(image, name, format string) (string, string, error) {
+	if format != "" && format != FormatQcow2 && format != FormatRaw {
+		return "", "", unsupportedf("backing format %q", format)
+	}
+	path, err := backingPath(image, name)
+	return path, format, err
 }
 
 // backingPath resolves a backing file name as qemu does for plain files.

@@ -15,16 +15,34 @@ import (
 // block/qcow2-refcount.c qcow2_check_refcounts). The counts of the result
 // agree with those of qemu-img check --output=json.
 //
-// Check never writes. It returns an error when qemu-img check would fail
-// without a report: the header is invalid (see [ReadHeader]), the snapshot
-// table or the bitmap directory cannot be read, or the file cannot be read.
-// Everything else is a finding counted in the result.
+// Check never writes and never repairs. It returns an error when qemu-img
+// check fails without a report: the header is invalid (see [ReadHeader];
+// like qemu, Check reads past the end of the file as zeros, so that tables
+// there are findings, not errors), the snapshot table or the bitmap
+// directory cannot be read, or the file cannot be read. Everything else is
+// a finding counted in the result; [CheckResult.CheckErrors] counts the
+// refcounts that could not be read, as qemu does.
+//
+// A dirty image with lazy refcounts is checked as it is, like qemu-img
+// check does (it opens the image for checking only, without the repair
+// that opening it for writing would do): refcounts that were not yet
+// written are corruptions ("ERROR cluster 5 refcount=0 reference=1") and
+// so are the OFLAG_COPIED flags that disagree with them.
 //
 // Memory is proportional to the size of the file divided by the cluster
-// size (one rebuilt refcount per cluster of the file, of the image's
-// refcount width), never to a number read from the file: a reference far
-// past the end of the file is counted as a corruption, like qemu does,
-// instead of growing the table. L1 and L2 tables are streamed.
+// size (two refcounts of the image's width per cluster of the file: the
+// stored ones and the rebuilt ones), never to a number read from the file:
+// a reference past the end of the file is a corruption, as in qemu, and
+// does not grow the table. L1, L2 and bitmap tables are streamed, and only
+// their parts inside the file are read. Where Check departs from qemu, on
+// broken images only:
+//   - tables that overlap so much that the entries to examine exceed what
+//     a file of this size can hold (qemu would examine them for hours) are
+//     an error;
+//   - offsets of 2^62 and more are past the end of the file (qemu runs out
+//     of memory on them and fails the check);
+//   - bitmaps are checked as qemu counts them, but the size of a bitmap
+//     table is not compared with the virtual size and granularity.
 func Check(ra io.ReaderAt, fileSize int64) (*CheckResult, error) {
 	if fileSize < 0 {
 		return nil, fmt.Errorf("qcow2: check: negative file size %d", fileSize)
@@ -150,7 +168,6 @@ const (
 	checkMaxSnapshotExtra = 1024     // QCOW_MAX_SNAPSHOT_EXTRA_DATA
 	checkMaxSnapshotsSize = 64 << 20 // QCOW_MAX_SNAPSHOTS_SIZE
 	checkSnapshotHeader   = 40       // sizeof(QCowSnapshotHeader)
-	checkSnapshotExtra    = 24       // sizeof(QCowSnapshotExtraData)
 	checkNameKeep         = 128      // bytes of a snapshot ID or name kept for messages
 
 	checkMaxBitmaps       = 65535     // QCOW2_MAX_BITMAPS
@@ -335,7 +352,8 @@ func (c *checker) run() error {
 	if err := c.loadStored(); err != nil {
 		return err
 	}
-	c.l2 = make([]byte, c.cs)
+	// Only the part of an L2 table inside the file is read.
+	c.l2 = make([]byte, min(c.cs, c.fileSize+16))
 	c.l1buf = make([]byte, 64<<10)
 
 	if err := c.calculate(); err != nil {
@@ -749,7 +767,8 @@ func (c *checker) compare() int64 {
 func (c *checker) loadStored() error {
 	c.disk = newCheckCounts(c.nMax, c.order)
 	c.badBlocks = make([]bool, (c.nMax>>c.blockBits)+1)
-	buf := make([]byte, c.cs)
+	// Only the refcounts of the clusters of the file are needed.
+	buf := make([]byte, min(c.cs, (c.nMax<<c.order+7)/8))
 	for i := range int64(len(c.badBlocks)) {
 		off, err := c.refblockOffset(i)
 		if err != nil {
@@ -903,7 +922,9 @@ func (c *checker) readBitmapsExtension() error {
 	if !h.Bitmaps || h.AutoclearFeatures&AutoclearBitmaps == 0 {
 		return nil
 	}
-	buf := make([]byte, c.cs) // the extensions lie in the first cluster
+	// The extensions lie in the first cluster; past the end of the file
+	// it reads as zeros, which end them.
+	buf := make([]byte, min(c.cs, c.fileSize))
 	if err := c.readZ(buf, 0); err != nil {
 		return err
 	}

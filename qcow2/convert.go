@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 
@@ -42,6 +43,10 @@ type ConvertOptions struct {
 	// returns an extent of [Unallocated] for such ranges.
 	SameAsBase func(off, length int64) (Extent, error)
 
+	// Hash, if set, receives the whole guest-visible content of the
+	// source, in order: the image ID comes out of the same pass.
+	Hash hash.Hash
+
 	Workers  int              // compressing goroutines; default GOMAXPROCS
 	Progress func(done int64) // guest bytes processed so far
 }
@@ -67,6 +72,10 @@ type convertedChunk struct {
 	kinds []uint8
 	ends  []int32 // payload i is out[ends[i-1]:ends[i]]
 	out   []byte
+	// in is the source chunk, kept for ConvertOptions.Hash; nil when the
+	// chunk reads as zeros.
+	in []byte
+	n  int64
 }
 
 // Convert writes src as a qcow2 version 3 image to w, which must be empty.
@@ -149,6 +158,14 @@ func Convert(ctx context.Context, w io.WriterAt, src Disk, opt ConvertOptions) (
 				}
 			}
 			outBufs.put(c.out[:cap(c.out)])
+			if opt.Hash != nil {
+				if c.in != nil {
+					opt.Hash.Write(c.in[:c.n])
+					inBufs.put(c.in)
+				} else {
+					hashZeros(opt.Hash, c.n)
+				}
+			}
 			if opt.Progress != nil {
 				opt.Progress(i*chunk + min(chunk, size-i*chunk))
 			}
@@ -167,7 +184,7 @@ func Convert(ctx context.Context, w io.WriterAt, src Disk, opt ConvertOptions) (
 // convertChunk decides, for each cluster of one chunk, what to store.
 func convertChunk(ctx context.Context, src Disk, opt *ConvertOptions, comp *compressor, inBufs, baseBufs, outBufs *bufferPool, off, n, cs int64) (convertedChunk, error) {
 	clusters := int((n + cs - 1) / cs)
-	c := convertedChunk{kinds: make([]uint8, clusters), ends: make([]int32, clusters)}
+	c := convertedChunk{kinds: make([]uint8, clusters), ends: make([]int32, clusters), n: n}
 	out, err := outBufs.get(ctx)
 	if err != nil {
 		return c, err
@@ -207,10 +224,7 @@ func convertChunk(ctx context.Context, src Disk, opt *ConvertOptions, comp *comp
 			allSame = allSame && same[clusters-1]
 		}
 	}
-	if allSame {
-		for k := range c.ends {
-			c.ends[k] = 0
-		}
+	if allSame && opt.Hash == nil {
 		return c, nil
 	}
 
@@ -218,17 +232,29 @@ func convertChunk(ctx context.Context, src Disk, opt *ConvertOptions, comp *comp
 	if err != nil {
 		return c, err
 	}
-	defer inBufs.put(in)
 	// Pad the last cluster with zeros: a cluster is stored whole.
 	padded := in[:int64(clusters)*cs]
 	srcZero, err := readChunk(src, padded[:n], off)
 	if err != nil {
+		inBufs.put(in)
 		return c, err
 	}
+	if srcZero && opt.Base == nil {
+		inBufs.put(in)
+		return c, nil // nothing to store; the hash gets zeros
+	}
 	if srcZero {
-		clear(padded[:n])
+		clear(padded[:n]) // compared with the base below
 	}
 	clear(padded[n:])
+	if opt.Hash != nil {
+		c.in = in // deliver hashes it, then frees it
+	} else {
+		defer inBufs.put(in)
+	}
+	if allSame {
+		return c, nil
+	}
 
 	var base []byte
 	baseZero := true
@@ -248,7 +274,7 @@ func convertChunk(ctx context.Context, src Disk, opt *ConvertOptions, comp *comp
 	zeros := zeroChunk[:cs]
 	for k := range clusters {
 		p := padded[int64(k)*cs : int64(k+1)*cs]
-		isZero := srcZero || bytes.Equal(p, zeros)
+		isZero := bytes.Equal(p, zeros)
 		switch {
 		case same[k]:
 			c.kinds[k] = outSkip
@@ -340,6 +366,15 @@ func (c *compressor) compress(dst, p []byte) ([]byte, error) {
 		return nil, err
 	}
 	return c.sink.b, nil
+}
+
+// hashZeros writes n zero bytes to h.
+func hashZeros(h hash.Hash, n int64) {
+	for n > 0 {
+		k := min(n, int64(len(zeroChunk)))
+		h.Write(zeroChunk[:k])
+		n -= k
+	}
 }
 
 type appendWriter struct{ b []byte }

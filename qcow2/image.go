@@ -62,6 +62,7 @@ type options struct {
 	clusters *cache
 	format   string
 	maxDepth int
+	resolve  BackingResolver
 }
 
 // WithBacking makes reads of unallocated ranges go to d. [Open] does not
@@ -128,6 +129,9 @@ func (img *Image) Header() *Header { return img.hdr }
 
 // Size is the virtual size in bytes.
 func (img *Image) Size() int64 { return img.size }
+
+// Name is the file name [OpenFile] opened the image by, or "".
+func (img *Image) Name() string { return img.name }
 
 // Backing returns the backing disk, or nil.
 func (img *Image) Backing() Disk { return img.backing }

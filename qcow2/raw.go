@@ -14,6 +14,7 @@ type Raw struct {
 	size     int64
 	file     *os.File
 	closer   io.Closer
+	name     string
 }
 
 // NewRaw returns a raw disk over ra, a file of fileSize bytes. Like qemu,
@@ -24,6 +25,9 @@ func NewRaw(ra io.ReaderAt, fileSize int64) *Raw {
 	r.file, _ = ra.(*os.File)
 	return r
 }
+
+// Name is the file name [OpenFile] opened the disk by, or "".
+func (r *Raw) Name() string { return r.name }
 
 // Size is the virtual size in bytes.
 func (r *Raw) Size() int64 { return r.size }

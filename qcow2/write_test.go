@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // qemuCheckClean runs qemu-img check and canga's Check on an image we
@@ -62,9 +65,19 @@ func convertFile(t *testing.T, src, dst string, opt ConvertOptions) ConvertStats
 		t.Fatal(err)
 	}
 	defer f.Close()
+	// The content hash of the same pass must be the image ID.
+	h := sha256.New()
+	opt.Hash = h
 	st, err := Convert(t.Context(), f, d, opt)
 	if err != nil {
 		t.Fatalf("Convert: %v", err)
+	}
+	want, err := Digest(t.Context(), d, ScanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := digest.NewDigest(digest.SHA256, h); got != want {
+		t.Fatalf("Convert's hash is %s, the image ID is %s", got, want)
 	}
 	if fi, _ := f.Stat(); fi.Size() != st.FileSize {
 		t.Fatalf("file is %d bytes, stats say %d", fi.Size(), st.FileSize)
@@ -169,10 +182,15 @@ func TestConvertDelta(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			h := sha256.New()
+			opt.Hash = h
 			st, err := Convert(t.Context(), f, src, opt)
 			f.Close()
 			if err != nil {
 				t.Fatal(err)
+			}
+			if got := digest.NewDigest(digest.SHA256, h); string(got) != sha256File(t, qemuRaw(t, top)) {
+				t.Errorf("content hash %s is not the image ID", got)
 			}
 			qemuCheckClean(t, delta)
 			qemuCompare(t, top, delta)
@@ -240,7 +258,7 @@ func TestCreate(t *testing.T) {
 		}
 	}
 	// With a backing file.
-	base := converted(3 << 20)(t, dir)
+	base := converted(3<<20)(t, dir)
 	top := filepath.Join(dir, "top.qcow2")
 	f, _ := os.Create(top)
 	if err := Create(f, 3<<20, ConvertOptions{BackingFile: filepath.Base(base), BackingFormat: "qcow2"}); err != nil {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+	"github.com/cangallo/canga/repo"
 )
 
 // Set with -ldflags "-X main.version=... -X main.commit=...".
@@ -44,6 +45,7 @@ type env struct {
 	stderr io.Writer
 	quiet  bool
 	home   string
+	h      *repo.Home // loaded on first use
 }
 
 type versionFlag bool
@@ -83,9 +85,22 @@ type cli struct {
 	Home    string      `help:"Canga home directory (config.yaml and default repository)." env:"CANGA_HOME" placeholder:"DIR"`
 	Quiet   bool        `short:"q" help:"No progress bars."`
 
-	Digest digestCmd `cmd:"" help:"Print the image ID of each FILE: the SHA-256 of its guest-visible content."`
-	Info   infoCmd   `cmd:"" help:"Describe a disk image, like qemu-img info."`
-	Check  checkCmd  `cmd:"" help:"Check a qcow2 image's metadata, like qemu-img check (exit 0 clean, 2 corrupt, 3 leaks only)."`
+	Create  createCmd  `cmd:"" help:"Create a new qcow2 image." group:"Images"`
+	Info    infoCmd    `cmd:"" help:"Describe a disk image, like qemu-img info." group:"Images"`
+	Check   checkCmd   `cmd:"" help:"Check a qcow2 image's metadata, like qemu-img check (exit 0 clean, 2 corrupt, 3 leaks only)." group:"Images"`
+	Digest  digestCmd  `cmd:"" help:"Print the image ID of each FILE: the SHA-256 of its guest-visible content." group:"Images"`
+	Convert convertCmd `cmd:"" help:"Convert an image, like qemu-img convert." group:"Images"`
+
+	Add     addCmd     `cmd:"" help:"Store an image in a repository; prints its image ID." group:"Repository"`
+	List    listCmd    `cmd:"" help:"List images (^ has a parent, * not downloaded)." group:"Repository"`
+	Show    showCmd    `cmd:"" help:"Show an image: its entry, tags and chain." group:"Repository"`
+	Tag     tagCmd     `cmd:"" help:"Tag an image (moving the tag if it exists)." group:"Repository"`
+	Deltag  deltagCmd  `cmd:"" help:"Remove a tag." group:"Repository"`
+	Del     delCmd     `cmd:"" help:"Delete an image, its tags and its blob." group:"Repository"`
+	Export  exportCmd  `cmd:"" help:"Write an image as one standalone file, its chain flattened." group:"Repository"`
+	Overlay overlayCmd `cmd:"" help:"Create a qcow2 image backed by an image's blob, to run a VM on." group:"Repository"`
+	Fsck    fsckCmd    `cmd:"" help:"Verify every blob, image ID and chain of a repository." group:"Repository"`
+	Gc      gcCmd      `cmd:"" name:"gc" help:"Remove unused blobs and leftovers of interrupted work." group:"Repository"`
 }
 
 func main() {

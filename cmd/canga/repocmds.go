@@ -1,0 +1,511 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cangallo/canga/index"
+	"github.com/cangallo/canga/qcow2"
+	"github.com/cangallo/canga/repo"
+	"github.com/opencontainers/go-digest"
+)
+
+// openHome loads CANGA_HOME once per command.
+func (e *env) openHome() (*repo.Home, error) {
+	if e.h == nil {
+		h, err := repo.OpenHome(e.home)
+		if err != nil {
+			return nil, err
+		}
+		e.h = h
+	}
+	return e.h, nil
+}
+
+// resolve finds IMAGE across the configured repositories.
+func (e *env) resolve(name string) (*repo.Repo, *index.Index, digest.Digest, error) {
+	h, err := e.openHome()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return h.Resolve(name)
+}
+
+// resolveBlobPath returns the blob file of IMAGE, for --backing.
+func (e *env) resolveBlobPath(name string) (string, error) {
+	r, ix, id, err := e.resolve(name)
+	if err != nil {
+		return "", err
+	}
+	if _, err := r.OpenImage(ix, id); err != nil {
+		return "", err
+	}
+	return r.BlobPath(ix.Images[id])
+}
+
+// notice tells the user something that is not the command's output.
+func (e *env) notice(format string, args ...any) {
+	fmt.Fprintf(e.stderr, "canga: "+format+"\n", args...)
+}
+
+type addCmd struct {
+	File        string `arg:"" name:"FILE" help:"Disk image to store (qcow2 with its backing chain, or raw)."`
+	Repo        string `arg:"" optional:"" name:"REPO" help:"Repository (default: the default one)."`
+	Tag         string `short:"t" help:"Tag the image."`
+	Description string `short:"d" help:"Description."`
+	OS          string `name:"os" help:"Operating system."`
+	Parent      string `short:"p" placeholder:"IMAGE" help:"Store the image as a delta against this image of the repository."`
+	Compression string `enum:"zlib,zstd,none" default:"zlib" help:"Compression of the stored blob: zlib, zstd or none."`
+}
+
+func (c *addCmd) Run(e *env) error {
+	h, err := e.openHome()
+	if err != nil {
+		return err
+	}
+	r, err := h.Repo(c.Repo)
+	if err != nil {
+		return err
+	}
+	if c.Tag != "" {
+		if err := h.CheckTag(c.Tag); err != nil {
+			return err
+		}
+	}
+	opt := repo.AddOptions{
+		Tag: c.Tag, Description: c.Description, OS: c.OS,
+		Compression: index.Compression(c.Compression),
+		Notice:      func(s string) { e.notice("%s", s) },
+	}
+	if c.Parent != "" {
+		_, id, err := h.ResolveIn(r, c.Parent)
+		if err != nil {
+			return fmt.Errorf("--parent: %w", err)
+		}
+		opt.Parent = id
+	}
+	return e.add(r, c.File, opt)
+}
+
+// add runs an add with a progress bar and prints its result.
+func (e *env) add(r *repo.Repo, file string, opt repo.AddOptions) error {
+	var bar *progress
+	opt.Progress = func(done, total int64) {
+		if bar == nil {
+			bar = e.newProgress(filepath.Base(file), total)
+		}
+		bar.set(done)
+	}
+	res, err := r.Add(e.ctx, file, opt)
+	if bar != nil {
+		bar.done(err == nil)
+	}
+	if err != nil {
+		return err
+	}
+	if res.Existed {
+		e.notice("image %s is already in repository %s", index.ShortID(res.ID), r.Name())
+	}
+	if res.Moved != "" {
+		e.notice("tag %s moved from %s to %s", opt.Tag, index.ShortID(res.Moved), index.ShortID(res.ID))
+	}
+	fmt.Fprintln(e.stdout, res.ID)
+	return nil
+}
+
+type listCmd struct {
+	Repo string `arg:"" optional:"" name:"REPO" help:"Only this repository."`
+	JSON bool   `name:"json" help:"Print one JSON document."`
+}
+
+type listItem struct {
+	Repo        string        `json:"repo"`
+	ID          digest.Digest `json:"id"`
+	Tags        []string      `json:"tags"`
+	Parent      digest.Digest `json:"parent,omitempty"`
+	Blob        digest.Digest `json:"blob,omitempty"`
+	BlobSize    int64         `json:"blob-size"`
+	VirtualSize int64         `json:"virtual-size"`
+	Created     *time.Time    `json:"created,omitempty"`
+	Description string        `json:"description,omitempty"`
+	OS          string        `json:"os,omitempty"`
+	Present     bool          `json:"present"`
+}
+
+func (c *listCmd) Run(e *env) error {
+	h, err := e.openHome()
+	if err != nil {
+		return err
+	}
+	names := h.Config.SearchOrder()
+	if c.Repo != "" {
+		if _, err := h.Config.Repo(c.Repo); err != nil {
+			return err
+		}
+		names = []string{c.Repo}
+	}
+	items := []listItem{}
+	for _, name := range names {
+		r, err := h.Repo(name)
+		if err != nil {
+			return err
+		}
+		ix, err := r.Index()
+		if err != nil {
+			return err
+		}
+		for _, id := range ix.IDs() {
+			en := ix.Images[id]
+			it := listItem{Repo: name, ID: id, Tags: ix.TagsOf(id), Parent: en.Parent, Blob: en.Blob,
+				BlobSize: en.BlobSize, VirtualSize: en.VirtualSize, Description: en.Description, OS: en.OS, Present: r.Present(en)}
+			if it.Tags == nil {
+				it.Tags = []string{}
+			}
+			if !en.Created.IsZero() {
+				t := en.Created
+				it.Created = &t
+			}
+			if en.Legacy != nil && it.BlobSize == 0 {
+				it.BlobSize = en.Legacy.ActualSize
+			}
+			items = append(items, it)
+		}
+	}
+	if c.JSON {
+		return writeJSON(e, items)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAME\tSIZE\tBLOB\tCREATED\tDESCRIPTION")
+	for _, it := range items {
+		flags := []byte("  ")
+		if it.Parent != "" {
+			flags[0] = '^'
+		}
+		if !it.Present {
+			flags[1] = '*'
+		}
+		names := it.Tags
+		if len(names) == 0 {
+			names = []string{index.ShortID(it.ID)}
+		}
+		age := "-"
+		if it.Created != nil {
+			age = humanAge(time.Since(*it.Created))
+		}
+		for _, n := range names {
+			fmt.Fprintf(tw, "%s%s:%s\t%s\t%s\t%s\t%s\n", flags, it.Repo, n, humanSize(it.VirtualSize), humanSize(it.BlobSize), age, it.Description)
+		}
+	}
+	return tw.Flush()
+}
+
+func humanAge(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return "just now"
+	case d < time.Hour:
+		return plural(int(d/time.Minute), "minute") + " ago"
+	case d < 48*time.Hour:
+		return plural(int(d/time.Hour), "hour") + " ago"
+	case d < 60*24*time.Hour:
+		return plural(int(d/(24*time.Hour)), "day") + " ago"
+	case d < 730*24*time.Hour:
+		return plural(int(d/(30*24*time.Hour)), "month") + " ago"
+	}
+	return plural(int(d/(365*24*time.Hour)), "year") + " ago"
+}
+
+func plural(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return fmt.Sprintf("%d %ss", n, unit)
+}
+
+func writeJSON(e *env, v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+type showCmd struct {
+	Image string `arg:"" name:"IMAGE" help:"Image: tag, ID or unique ID prefix, optionally REPO:NAME."`
+	JSON  bool   `name:"json" help:"Print one JSON document."`
+}
+
+func (c *showCmd) Run(e *env) error {
+	r, ix, id, err := e.resolve(c.Image)
+	if err != nil {
+		return err
+	}
+	en := ix.Images[id]
+	chain, err := ix.Chain(id)
+	if err != nil {
+		return err
+	}
+	item := struct {
+		listItem
+		ClusterSize int64           `json:"cluster-size,omitempty"`
+		Compression string          `json:"compression,omitempty"`
+		Chain       []digest.Digest `json:"chain"`
+		Children    []digest.Digest `json:"children"`
+		Cangafile   any             `json:"cangafile,omitempty"`
+	}{
+		listItem: listItem{Repo: r.Name(), ID: id, Tags: ix.TagsOf(id), Parent: en.Parent, Blob: en.Blob, BlobSize: en.BlobSize,
+			VirtualSize: en.VirtualSize, Description: en.Description, OS: en.OS, Present: r.Present(en)},
+		ClusterSize: en.ClusterSize, Compression: string(en.Compression), Chain: chain, Children: ix.Children(id),
+	}
+	if item.Tags == nil {
+		item.Tags = []string{}
+	}
+	if item.Children == nil {
+		item.Children = []digest.Digest{}
+	}
+	if !en.Created.IsZero() {
+		t := en.Created
+		item.Created = &t
+	}
+	if en.Cangafile != nil {
+		var v any
+		if err := en.Cangafile.Decode(&v); err == nil {
+			item.Cangafile = v
+		}
+	}
+	if c.JSON {
+		return writeJSON(e, item)
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "image:        %s\nrepository:   %s\n", id, r.Name())
+	if len(item.Tags) > 0 {
+		fmt.Fprintf(w, "tags:         %s\n", strings.Join(item.Tags, ", "))
+	}
+	if en.Description != "" {
+		fmt.Fprintf(w, "description:  %s\n", en.Description)
+	}
+	if en.OS != "" {
+		fmt.Fprintf(w, "os:           %s\n", en.OS)
+	}
+	fmt.Fprintf(w, "virtual size: %s (%d bytes)\n", humanSize(en.VirtualSize), en.VirtualSize)
+	if en.Blob != "" {
+		fmt.Fprintf(w, "blob:         %s\nblob size:    %s (%d bytes)\n", en.Blob, humanSize(en.BlobSize), en.BlobSize)
+	}
+	if en.Compression != "" {
+		fmt.Fprintf(w, "compression:  %s\n", en.Compression)
+	}
+	if !en.Created.IsZero() {
+		fmt.Fprintf(w, "created:      %s (%s)\n", en.Created.Format(time.RFC3339), humanAge(time.Since(en.Created)))
+	}
+	if !item.Present {
+		fmt.Fprintf(w, "downloaded:   no (canga pull %s)\n", index.ShortID(id))
+	}
+	fmt.Fprintf(w, "chain:\n")
+	for i, cid := range chain {
+		ce := ix.Images[cid]
+		name := index.ShortID(cid)
+		if t := ix.TagsOf(cid); len(t) > 0 {
+			name += " (" + strings.Join(t, ", ") + ")"
+		}
+		fmt.Fprintf(w, "  %s%s  %s\n", strings.Repeat("  ", i), name, humanSize(ce.BlobSize))
+	}
+	if len(item.Children) > 0 {
+		fmt.Fprintf(w, "children:\n")
+		for _, cid := range item.Children {
+			fmt.Fprintf(w, "  %s\n", index.ShortID(cid))
+		}
+	}
+	return nil
+}
+
+type tagCmd struct {
+	Tag   string `arg:"" name:"TAG" help:"Tag name, like ubuntu:16.04."`
+	Image string `arg:"" name:"IMAGE" help:"Image to tag."`
+}
+
+func (c *tagCmd) Run(e *env) error {
+	h, err := e.openHome()
+	if err != nil {
+		return err
+	}
+	if err := h.CheckTag(c.Tag); err != nil {
+		return err
+	}
+	r, _, id, err := h.Resolve(c.Image)
+	if err != nil {
+		return err
+	}
+	prev, err := r.Tag(e.ctx, c.Tag, id)
+	if err != nil {
+		return err
+	}
+	if prev != "" && prev != id {
+		e.notice("tag %s moved from %s to %s", c.Tag, index.ShortID(prev), index.ShortID(id))
+	}
+	return nil
+}
+
+type deltagCmd struct {
+	Tag string `arg:"" name:"TAG" help:"Tag to remove (REPO:TAG for another repository than the first that has it)."`
+}
+
+func (c *deltagCmd) Run(e *env) error {
+	h, err := e.openHome()
+	if err != nil {
+		return err
+	}
+	tag, names := c.Tag, h.Config.SearchOrder()
+	if rn, rest, ok := strings.Cut(c.Tag, ":"); ok && slices.Contains(names, rn) {
+		tag, names = rest, []string{rn}
+	}
+	for _, name := range names {
+		r, err := h.Repo(name)
+		if err != nil {
+			return err
+		}
+		ix, err := r.Index()
+		if err != nil {
+			return err
+		}
+		if _, ok := ix.Tags[tag]; !ok || r.Conf.Remote() {
+			continue
+		}
+		_, err = r.DeleteTag(e.ctx, tag)
+		return err
+	}
+	return fmt.Errorf("no tag %q", c.Tag)
+}
+
+type delCmd struct {
+	Image     string `arg:"" name:"IMAGE" help:"Image to delete."`
+	Recursive bool   `short:"r" help:"Delete its descendants too."`
+}
+
+func (c *delCmd) Run(e *env) error {
+	r, _, id, err := e.resolve(c.Image)
+	if err != nil {
+		return err
+	}
+	removed, err := r.Delete(e.ctx, id, c.Recursive)
+	if err != nil {
+		if errors.Is(err, index.ErrHasChildren) {
+			return fmt.Errorf("%w (or use del --recursive)", err)
+		}
+		return err
+	}
+	for _, d := range removed {
+		fmt.Fprintf(e.stdout, "deleted %s\n", d)
+	}
+	return nil
+}
+
+type exportCmd struct {
+	Image       string `arg:"" name:"IMAGE" help:"Image to export."`
+	Output      string `arg:"" name:"OUTPUT" help:"File to write: a standalone image, its chain flattened."`
+	Format      string `short:"O" name:"output-format" enum:"qcow2,raw" default:"qcow2" help:"qcow2 or raw."`
+	Compress    bool   `short:"c" help:"Compress a qcow2 output (zlib unless --compression says otherwise)."`
+	Compression string `enum:",zlib,zstd" default:"" help:"Compression type (implies -c)."`
+}
+
+func (c *exportCmd) Run(e *env) error {
+	r, ix, id, err := e.resolve(c.Image)
+	if err != nil {
+		return err
+	}
+	opt := repo.ExportOptions{Raw: c.Format == qcow2.FormatRaw, Compression: c.Compression}
+	if c.Compress && opt.Compression == "" {
+		opt.Compression = qcow2.CompressZlib
+	}
+	if opt.Raw && opt.Compression != "" {
+		return errors.New("-c and --compression need a qcow2 output")
+	}
+	bar := e.newProgress(filepath.Base(c.Output), ix.Images[id].VirtualSize)
+	opt.Progress = bar.set
+	err = writeAtomically(c.Output, func(f *os.File) error { return r.Export(e.ctx, ix, id, f, opt) })
+	bar.done(err == nil)
+	return err
+}
+
+type overlayCmd struct {
+	Image string `arg:"" name:"IMAGE" help:"Image to run."`
+	File  string `arg:"" name:"FILE" help:"New qcow2 file backed by the image's blob."`
+}
+
+func (c *overlayCmd) Run(e *env) error {
+	r, ix, id, err := e.resolve(c.Image)
+	if err != nil {
+		return err
+	}
+	return writeAtomically(c.File, func(f *os.File) error { return r.Overlay(ix, id, f) })
+}
+
+type fsckCmd struct {
+	Repo string `arg:"" optional:"" name:"REPO" help:"Repository (default: the default one)."`
+	JSON bool   `name:"json" help:"Print one JSON document."`
+}
+
+func (c *fsckCmd) Run(e *env) error {
+	h, err := e.openHome()
+	if err != nil {
+		return err
+	}
+	r, err := h.Repo(c.Repo)
+	if err != nil {
+		return err
+	}
+	rep, err := r.Fsck(e.ctx, nil)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		if err := writeJSON(e, rep); err != nil {
+			return err
+		}
+	} else {
+		for _, f := range rep.Faults {
+			if f.Image != "" {
+				fmt.Fprintf(e.stdout, "FAULT %s: %s\n", index.ShortID(f.Image), f.Problem)
+			} else {
+				fmt.Fprintf(e.stdout, "FAULT %s\n", f.Problem)
+			}
+		}
+		fmt.Fprintf(e.stdout, "%d images, %d blobs, %d image IDs verified", rep.Images, rep.Blobs, rep.CheckedIDs)
+		if rep.NotPulled > 0 {
+			fmt.Fprintf(e.stdout, ", %d not downloaded", rep.NotPulled)
+		}
+		if len(rep.Unused) > 0 {
+			fmt.Fprintf(e.stdout, ", %d unused blobs (canga gc removes them)", len(rep.Unused))
+		}
+		fmt.Fprintf(e.stdout, ", %d faults\n", len(rep.Faults))
+	}
+	if len(rep.Faults) > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("repository %s: %d faults", r.Name(), len(rep.Faults))}
+	}
+	return nil
+}
+
+type gcCmd struct {
+	Repo string `arg:"" optional:"" name:"REPO" help:"Repository (default: the default one)."`
+}
+
+func (c *gcCmd) Run(e *env) error {
+	h, err := e.openHome()
+	if err != nil {
+		return err
+	}
+	r, err := h.Repo(c.Repo)
+	if err != nil {
+		return err
+	}
+	rep, err := r.GC(e.ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "removed %d blobs and %d temporary files, %s freed\n", len(rep.Blobs), len(rep.Temp), humanSize(rep.BytesFreed))
+	return nil
+}

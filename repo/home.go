@@ -1,0 +1,113 @@
+package repo
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cangallo/canga/index"
+	"github.com/opencontainers/go-digest"
+)
+
+// Home is CANGA_HOME: the configuration and its repositories.
+type Home struct {
+	Config *index.Config
+	repos  map[string]*Repo
+}
+
+// OpenHome loads (creating on first use) the configuration of home, which
+// is resolved as by [index.Home].
+func OpenHome(home string) (*Home, error) {
+	cfg, err := index.LoadConfig(home)
+	if err != nil {
+		return nil, err
+	}
+	return &Home{Config: cfg, repos: map[string]*Repo{}}, nil
+}
+
+// Repo opens a configured repository by name; "" is the default one.
+func (h *Home) Repo(name string) (*Repo, error) {
+	conf, err := h.Config.Repo(name)
+	if err != nil {
+		return nil, err
+	}
+	if r, ok := h.repos[conf.Name]; ok {
+		return r, nil
+	}
+	r, err := Open(conf)
+	if err != nil {
+		return nil, err
+	}
+	h.repos[conf.Name] = r
+	return r, nil
+}
+
+// Resolve finds an image by name across the repositories (SPEC §4) and
+// returns its repository, index and ID.
+func (h *Home) Resolve(name string) (*Repo, *index.Index, digest.Digest, error) {
+	indexes := map[string]*index.Index{}
+	get := func(repo string) (*index.Index, error) {
+		if ix, ok := indexes[repo]; ok {
+			return ix, nil
+		}
+		r, err := h.Repo(repo)
+		if err != nil {
+			return nil, err
+		}
+		ix, err := r.Index()
+		if err != nil {
+			return nil, err
+		}
+		indexes[repo] = ix
+		return ix, nil
+	}
+	repoName, id, err := h.Config.Resolve(name, get)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	r, err := h.Repo(repoName)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return r, indexes[repoName], id, nil
+}
+
+// ResolveIn finds an image by name in one repository only.
+func (h *Home) ResolveIn(r *Repo, name string) (*index.Index, digest.Digest, error) {
+	ix, err := r.Index()
+	if err != nil {
+		return nil, "", err
+	}
+	if rn, rest, ok := strings.Cut(name, ":"); ok && rn == r.Name() {
+		if id, err := ix.Lookup(rest); err == nil {
+			return ix, id, nil
+		}
+	}
+	id, err := ix.Lookup(name)
+	if err != nil {
+		return nil, "", fmt.Errorf("repository %s: %w", r.Name(), err)
+	}
+	return ix, id, nil
+}
+
+// CheckTag refuses tags that [Home.Resolve] would read as REPO:NAME: a
+// tag beginning with the name of a configured repository and a colon
+// could never be found by its name.
+func (h *Home) CheckTag(tag string) error {
+	if err := index.ValidateTag(tag); err != nil {
+		return err
+	}
+	if r, _, ok := strings.Cut(tag, ":"); ok {
+		for _, rc := range h.Config.Repos {
+			if rc.Name == r {
+				return fmt.Errorf("tag %q: %q is a configured repository, so the tag would read as an image in it; choose another name", tag, r)
+			}
+		}
+	}
+	for _, rc := range h.Config.Repos {
+		if rc.Name == tag {
+			return errors.New("tag " + tag + ": is the name of a configured repository")
+		}
+	}
+	return nil
+}

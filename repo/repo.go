@@ -1,0 +1,183 @@
+// Package repo is a canga repository as users meet it (SPEC §1-5): the
+// blobs of package cas and the catalog of package index, kept consistent
+// under the repository lock, and the operations that touch both (add,
+// delete, tag, export, overlay, fsck, gc).
+//
+// Writers hold the repository lock from before a blob is published until
+// the index that references it is written, so gc (which keeps only what
+// the index references) never reclaims a blob being added. Long work, such
+// as compressing an image, happens before the lock is taken, into a
+// flocked temp file that gc leaves alone.
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cangallo/canga/cas"
+	"github.com/cangallo/canga/index"
+	"github.com/cangallo/canga/qcow2"
+	"github.com/opencontainers/go-digest"
+)
+
+// IndexFile is the catalog's name in a repository.
+const IndexFile = "index.yaml"
+
+// Errors callers branch on.
+var (
+	ErrNotPulled = errors.New("repo: image not downloaded")
+	ErrExists    = errors.New("repo: image already in the repository")
+)
+
+// Repo is one repository: a local one, or the local cache of a remote.
+type Repo struct {
+	Conf  index.RepoConfig
+	Store *cas.Store
+}
+
+// Open opens a configured repository, creating its directory on first
+// use.
+func Open(conf index.RepoConfig) (*Repo, error) {
+	s, err := cas.Open(conf.Path)
+	if errors.Is(err, cas.ErrNotFound) {
+		s, err = cas.Init(conf.Path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", conf.Name, err)
+	}
+	return &Repo{Conf: conf, Store: s}, nil
+}
+
+// Name is the repository's name in the configuration.
+func (r *Repo) Name() string { return r.Conf.Name }
+
+// Dir is the repository directory.
+func (r *Repo) Dir() string { return r.Store.Dir() }
+
+// Index reads the repository's index. A repository without one has an
+// empty index. Readers need no lock: the index file is replaced by rename.
+func (r *Repo) Index() (*index.Index, error) {
+	data, err := os.ReadFile(filepath.Join(r.Dir(), IndexFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return index.New(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", r.Name(), err)
+	}
+	ix, err := index.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %s: %w", r.Name(), IndexFile, err)
+	}
+	return ix, nil
+}
+
+// Update runs fn on the current index under the repository lock and
+// writes the result atomically when fn succeeds. fn may publish blobs
+// with the lock it is given.
+func (r *Repo) Update(ctx context.Context, fn func(ix *index.Index, lk *cas.Lock) error) error {
+	if r.Conf.Remote() {
+		return fmt.Errorf("repository %s is the cache of %s: it is changed by fetch and pull only", r.Name(), r.Conf.URL)
+	}
+	lk, err := r.Store.Lock(ctx)
+	if err != nil {
+		return fmt.Errorf("repository %s: %w", r.Name(), err)
+	}
+	defer lk.Unlock()
+	ix, err := r.Index()
+	if err != nil {
+		return err
+	}
+	if err := fn(ix, lk); err != nil {
+		return err
+	}
+	data, err := ix.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := r.Store.WriteFileAtomic(IndexFile, data, 0o644); err != nil {
+		return fmt.Errorf("repository %s: %w", r.Name(), err)
+	}
+	return nil
+}
+
+// BlobPath is where an image's blob is, or would be once pulled.
+func (r *Repo) BlobPath(e *index.Entry) (string, error) {
+	if e.Blob == "" {
+		if e.Legacy == nil {
+			return "", errors.New("repo: entry without a blob")
+		}
+		return filepath.Join(r.Dir(), e.Legacy.File), nil
+	}
+	return r.Store.Path(e.Blob)
+}
+
+// Present reports whether an image's blob is in the repository.
+func (r *Repo) Present(e *index.Entry) bool {
+	p, err := r.BlobPath(e)
+	if err != nil {
+		return false
+	}
+	fi, err := os.Lstat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// OpenImage opens an image with its chain. Each blob may name exactly its
+// parent's blob as backing file, as the index says, in the same
+// directory: nothing in a repository makes canga open another file.
+func (r *Repo) OpenImage(ix *index.Index, id digest.Digest) (qcow2.Disk, error) {
+	e, err := ix.Entry(id)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := ix.Chain(id)
+	if err != nil {
+		return nil, err
+	}
+	// Every blob of the chain must be there.
+	names := map[string]digest.Digest{} // blob file name -> parent blob file name's image
+	for i, cid := range chain {
+		ce, _ := ix.Entry(cid)
+		if !r.Present(ce) {
+			return nil, fmt.Errorf("%w: %s (in the chain of %s): run canga pull", ErrNotPulled, index.ShortID(cid), index.ShortID(id))
+		}
+		p, _ := r.BlobPath(ce)
+		if i+1 < len(chain) {
+			names[filepath.Base(p)] = chain[i+1]
+		}
+	}
+	resolve := func(image, name, format string) (string, string, error) {
+		parent, ok := names[filepath.Base(image)]
+		if !ok {
+			return "", "", fmt.Errorf("repo: %s names backing file %q but the index gives it no parent", filepath.Base(image), name)
+		}
+		pe, _ := ix.Entry(parent)
+		pp, _ := r.BlobPath(pe)
+		if name != filepath.Base(pp) || (format != "" && format != qcow2.FormatQcow2) {
+			return "", "", fmt.Errorf("repo: %s names backing file %q (%s), the index says %s", filepath.Base(image), name, format, filepath.Base(pp))
+		}
+		return pp, qcow2.FormatQcow2, nil
+	}
+	p, err := r.BlobPath(e)
+	if err != nil {
+		return nil, err
+	}
+	d, err := qcow2.OpenFile(p, qcow2.WithFormat(qcow2.FormatQcow2), qcow2.WithBackingResolver(resolve))
+	if err != nil {
+		return nil, err
+	}
+	if img, ok := d.(*qcow2.Image); ok && len(chain) == 1 && img.Header().BackingFile != "" {
+		d.Close()
+		return nil, fmt.Errorf("repo: base image %s has a backing file %q", index.ShortID(id), img.Header().BackingFile)
+	}
+	return d, nil
+}
+
+// blobHex is the file name of a blob digest.
+func blobHex(d digest.Digest) string { return strings.TrimPrefix(string(d), "sha256:") }
+
+func baseName(p string) string { return filepath.Base(p) }
