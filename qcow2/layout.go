@@ -44,12 +44,30 @@ type layout struct {
 	l2Index  int64  // its L1 index, or -1
 	l2Filled bool
 
-	// The compressed cluster being packed: compressed data is stored
-	// byte after byte, as qemu packs it.
-	cur     int64 // its cluster, or -1
-	curBuf  []byte
-	curFill int64
+	// Compressed data is packed byte after byte into cur, as qemu packs
+	// it, continuing into the next cluster when that one is adjacent. When
+	// it is not (an uncompressed cluster or a table came between), cur is
+	// set aside as a tail whose free end later chunks that fit may use:
+	// qemu wastes those ends.
+	cur   *packCluster
+	tails []*packCluster
+	spare [][]byte // buffers of written pack clusters, for reuse
 }
+
+// packCluster is a host cluster being filled with compressed data; it is
+// written when full or when the image is finished.
+type packCluster struct {
+	cluster int64
+	buf     []byte
+	fill    int64
+}
+
+// Tails are few and must be worth keeping: a chunk of compressed zeros is
+// a few dozen bytes.
+const (
+	maxTails    = 8
+	minTailFree = 64
+)
 
 type refBlock struct {
 	cluster int64
@@ -71,7 +89,6 @@ func newLayout(w io.WriterAt, size int64, clusterBits uint32, compression uint8)
 		perBlock:    cs * 8 / 16,
 		blocks:      map[int64]*refBlock{},
 		l2Index:     -1,
-		cur:         -1,
 	}
 	hdr := Header{ClusterBits: clusterBits}
 	l.l1 = make([]uint64, hdr.l1EntriesFor(uint64(size)))
@@ -142,8 +159,11 @@ func (l *layout) block(k int64) *refBlock {
 // still being packed.
 func (l *layout) flushBlocks(all bool) {
 	low := l.next
-	if l.cur >= 0 {
-		low = min(low, l.cur)
+	if l.cur != nil {
+		low = min(low, l.cur.cluster)
+	}
+	for _, t := range l.tails {
+		low = min(low, t.cluster)
 	}
 	var ready []int64
 	for k := range l.blocks {
@@ -217,52 +237,108 @@ func (l *layout) zero(guestCluster int64) {
 	l.setEntry(guestCluster, flagZero)
 }
 
-// compressed stores the compressed bytes z of one guest cluster, packed
-// right after the previous compressed cluster. Like qemu, it continues
-// into the next host cluster when that one is free and adjacent, and
-// starts a fresh cluster otherwise.
+// compressed stores the compressed bytes z of one guest cluster: in the
+// free end of a tail if one fits it, else right after the previous
+// compressed chunk.
 func (l *layout) compressed(guestCluster int64, z []byte) {
 	n := int64(len(z))
 	if n == 0 || n > l.clusterSize {
 		l.fail(fmt.Errorf("qcow2: internal error: %d compressed bytes for a %d-byte cluster", n, l.clusterSize))
 		return
 	}
-	if l.cur < 0 || l.curFill == l.clusterSize || (l.curFill+n > l.clusterSize && l.next != l.cur+1) {
-		l.flushCompressed()
-		l.startCompressed()
-	}
-	off := l.cur<<l.clusterBits + l.curFill
-	k := copy(l.curBuf[l.curFill:], z)
-	l.curFill += int64(k)
-	l.incref(l.cur)
-	if k < len(z) {
-		// Continue into the adjacent cluster; the full one is final.
-		l.flushCompressed()
-		l.startCompressed()
-		l.curFill = int64(copy(l.curBuf, z[k:]))
-		l.incref(l.cur)
+	var off int64
+	if i := l.bestTail(n); i >= 0 {
+		t := l.tails[i]
+		off = t.cluster<<l.clusterBits + t.fill
+		t.fill += int64(copy(t.buf[t.fill:], z))
+		l.incref(t.cluster)
+		if l.clusterSize-t.fill < minTailFree {
+			l.tails = append(l.tails[:i], l.tails[i+1:]...)
+			l.writePack(t)
+		}
+	} else {
+		if l.cur != nil && l.cur.fill+n > l.clusterSize && l.next != l.cur.cluster+1 {
+			l.retire()
+		}
+		if l.cur == nil || l.cur.fill == l.clusterSize {
+			l.flushCur()
+			l.cur = l.newPack()
+		}
+		c := l.cur
+		off = c.cluster<<l.clusterBits + c.fill
+		k := copy(c.buf[c.fill:], z)
+		c.fill += int64(k)
+		l.incref(c.cluster)
+		if k < len(z) {
+			// Continue into the adjacent cluster; the full one is final.
+			l.flushCur()
+			l.cur = l.newPack()
+			l.cur.fill = int64(copy(l.cur.buf, z[k:]))
+			l.incref(l.cur.cluster)
+		}
 	}
 	sectors := (off+n-1)>>9 - off>>9 // beyond the first one
 	csizeShift := 62 - (l.clusterBits - 8)
 	l.setEntry(guestCluster, flagCompressed|uint64(sectors)<<csizeShift|uint64(off))
 }
 
-func (l *layout) startCompressed() {
-	l.cur = l.allocRaw(1)
-	if l.curBuf == nil {
-		l.curBuf = make([]byte, l.clusterSize)
+// bestTail returns the fullest tail with room for n bytes, or -1.
+func (l *layout) bestTail(n int64) int {
+	best := -1
+	for i, t := range l.tails {
+		if l.clusterSize-t.fill >= n && (best < 0 || t.fill > l.tails[best].fill) {
+			best = i
+		}
 	}
-	clear(l.curBuf)
-	l.curFill = 0
+	return best
 }
 
-// flushCompressed writes the cluster being packed, if any.
-func (l *layout) flushCompressed() {
-	if l.cur < 0 {
+// retire sets cur aside as a tail, or writes it if its free end is too
+// small to keep. Of too many tails, the fullest is written.
+func (l *layout) retire() {
+	c := l.cur
+	l.cur = nil
+	if l.clusterSize-c.fill < minTailFree {
+		l.writePack(c)
 		return
 	}
-	l.writeAt(l.curBuf, l.cur)
-	l.cur = -1
+	l.tails = append(l.tails, c)
+	if len(l.tails) > maxTails {
+		i := 0
+		for j, t := range l.tails {
+			if t.fill > l.tails[i].fill {
+				i = j
+			}
+		}
+		t := l.tails[i]
+		l.tails = append(l.tails[:i], l.tails[i+1:]...)
+		l.writePack(t)
+	}
+}
+
+func (l *layout) newPack() *packCluster {
+	var buf []byte
+	if k := len(l.spare); k > 0 {
+		buf, l.spare = l.spare[k-1], l.spare[:k-1]
+		clear(buf)
+	} else {
+		buf = make([]byte, l.clusterSize)
+	}
+	return &packCluster{cluster: l.allocRaw(1), buf: buf}
+}
+
+// flushCur writes the cluster being packed, if any.
+func (l *layout) flushCur() {
+	if l.cur != nil {
+		c := l.cur
+		l.cur = nil
+		l.writePack(c)
+	}
+}
+
+func (l *layout) writePack(c *packCluster) {
+	l.writeAt(c.buf, c.cluster)
+	l.spare = append(l.spare, c.buf)
 	l.flushBlocks(false)
 }
 
@@ -276,7 +352,11 @@ type headerFields struct {
 // complete only when finish returns nil.
 func (l *layout) finish(hf headerFields) error {
 	l.flushL2()
-	l.flushCompressed()
+	l.flushCur()
+	for _, t := range l.tails {
+		l.writePack(t)
+	}
+	l.tails = nil
 	cs := l.clusterSize
 
 	l1Bytes := int64(len(l.l1)) * 8

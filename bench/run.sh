@@ -1,0 +1,124 @@
+#!/bin/bash
+# run.sh [CANGA]: canga against qemu-img, openssl and curl on the same
+# realistic input, in one run; prints ratios and writes bench/RESULTS.md.
+#
+# Each command runs $RUNS times (default 3) after a warm-up, with the page
+# cache warm, and the median wall time is kept. Peak memory is the largest
+# maximum RSS of canga's runs.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+canga=$(realpath "${1:-$here/../bin/canga}")
+runs=${RUNS:-3}
+work=${BENCH_DIR:-$(mktemp -d /var/tmp/canga-bench.XXXXXX)}
+results=${RESULTS:-$here/RESULTS.md}
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+for t in qemu-img openssl mkfs.ext4 /usr/bin/time; do
+	command -v "$t" >/dev/null || { echo "bench: $t is missing (scripts/deps.sh installs it)" >&2; exit 1; }
+done
+
+echo "== input: realistic ext4 disk" >&2
+"$here/mkimage.sh" ext4.raw 2G
+qemu-img convert -f raw -O qcow2 ext4.raw ext4.qcow2
+qemu-img convert -f raw -O qcow2 -c ext4.raw ext4-zlib.qcow2
+alloc=$(du -B1 ext4.raw | cut -f1)
+virt=$(stat -c %s ext4.raw)
+
+# measure NAME CMD...: median wall seconds of $runs runs into T[NAME],
+# max RSS (KiB) into M[NAME]. The command's output is discarded.
+declare -A T M
+measure() {
+	local name=$1
+	shift
+	"$@" >/dev/null 2>&1 || { echo "bench: $name failed: $*" >&2; "$@" >&2; exit 1; }
+	local times=() rss=0 i
+	for ((i = 0; i < runs; i++)); do
+		/usr/bin/time -f "%e %M" -o time.out "$@" >/dev/null 2>&1
+		read -r s k <time.out
+		times+=("$s")
+		((k > rss)) && rss=$k
+	done
+	T[$name]=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((runs + 1) / 2))p")
+	M[$name]=$rss
+	echo "  $name: ${T[$name]} s, ${M[$name]} KiB" >&2
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+sum() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a + b }'; }
+verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r <= t ? "ok" : "MISSED") }'; }
+
+# Two-step baselines are scripts so they are timed as one command.
+cat >qemu-then-openssl.sh <<'EOF'
+#!/bin/sh
+qemu-img convert -O raw "$1" out.raw && openssl dgst -sha256 out.raw && rm -f out.raw
+EOF
+cat >canga-add.sh <<EOF
+#!/bin/sh
+rm -rf home && CANGA_HOME=\$PWD/home exec "$canga" -q add "\$@"
+EOF
+chmod +x qemu-then-openssl.sh canga-add.sh
+
+echo "== digest" >&2
+measure openssl-raw openssl dgst -sha256 ext4.raw
+measure canga-digest-plain "$canga" -q digest ext4.qcow2
+measure qemu-openssl-zlib ./qemu-then-openssl.sh ext4-zlib.qcow2
+measure canga-digest-zlib "$canga" -q digest ext4-zlib.qcow2
+
+echo "== convert" >&2
+measure qemu-convert-zlib qemu-img convert -f raw -O qcow2 -c -m 16 -W ext4.raw q-zlib.qcow2
+measure canga-convert-zlib "$canga" -q convert -f raw -c ext4.raw c-zlib.qcow2
+measure qemu-convert-zstd qemu-img convert -f raw -O qcow2 -c -m 16 -W -o compression_type=zstd ext4.raw q-zstd.qcow2
+measure canga-convert-zstd "$canga" -q convert -f raw --compression zstd ext4.raw c-zstd.qcow2
+for f in q-zlib c-zlib q-zstd c-zstd; do
+	qemu-img check -q "$f.qcow2" && qemu-img compare -q ext4.raw "$f.qcow2" ||
+		{ echo "bench: $f.qcow2 is not a faithful copy" >&2; exit 1; }
+done
+size() { stat -c %s "$1"; }
+
+echo "== add" >&2
+measure canga-add ./canga-add.sh ext4.raw
+
+r_dplain=$(ratio "${T[canga-digest-plain]}" "${T[openssl-raw]}")
+r_dzlib=$(ratio "${T[canga-digest-zlib]}" "${T[qemu-openssl-zlib]}")
+r_czlib=$(ratio "${T[canga-convert-zlib]}" "${T[qemu-convert-zlib]}")
+s_czlib=$(ratio "$(size c-zlib.qcow2)" "$(size q-zlib.qcow2)")
+r_czstd=$(ratio "${T[canga-convert-zstd]}" "${T[qemu-convert-zstd]}")
+s_czstd=$(ratio "$(size c-zstd.qcow2)" "$(size q-zstd.qcow2)")
+r_add=$(ratio "${T[canga-add]}" "${T[qemu-convert-zlib]}")
+peak=0
+for k in "${!M[@]}"; do
+	[[ $k == canga-* ]] && ((M[$k] > peak)) && peak=${M[$k]}
+done
+
+table=$(
+	cat <<EOF
+| measurement | canga | baseline | ratio | target | |
+|---|---|---|---|---|---|
+| digest, uncompressed qcow2 vs \`openssl dgst -sha256\` of the raw bytes | ${T[canga-digest-plain]} s | ${T[openssl-raw]} s | $r_dplain | <= 1.1 | $(verdict "$r_dplain" 1.1) |
+| digest, zlib qcow2 vs \`qemu-img convert -O raw\` + openssl | ${T[canga-digest-zlib]} s | ${T[qemu-openssl-zlib]} s | $r_dzlib | <= 0.5 | $(verdict "$r_dzlib" 0.5) |
+| \`convert -c\` (zlib) vs \`qemu-img convert -c -m 16 -W\`: time | ${T[canga-convert-zlib]} s | ${T[qemu-convert-zlib]} s | $r_czlib | <= 0.5 | $(verdict "$r_czlib" 0.5) |
+| \`convert -c\` (zlib): output size | $(size c-zlib.qcow2) B | $(size q-zlib.qcow2) B | $s_czlib | <= 1.01 | $(verdict "$s_czlib" 1.01) |
+| \`convert --compression zstd\` vs qemu-img zstd: time | ${T[canga-convert-zstd]} s | ${T[qemu-convert-zstd]} s | $r_czstd | <= 0.8 | $(verdict "$r_czstd" 0.8) |
+| \`convert --compression zstd\`: output size | $(size c-zstd.qcow2) B | $(size q-zstd.qcow2) B | $s_czstd | <= 1.0 | $(verdict "$s_czstd" 1.0) |
+| \`add\` (raw input, image ID + zlib blob) vs \`qemu-img convert -c -m 16 -W\` | ${T[canga-add]} s | ${T[qemu-convert-zlib]} s | $r_add | <= 0.6 | $(verdict "$r_add" 0.6) |
+| peak memory of any canga run above | $((peak / 1024)) MiB | | | < 128 MiB | $(verdict "$peak" 131072) |
+EOF
+)
+echo
+echo "$table"
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
+{
+	echo "# Benchmark results"
+	echo
+	echo "Made by \`make bench\` (bench/run.sh) on $(date -u +%Y-%m-%d): median of $runs runs, warm page cache."
+	echo
+	echo "Machine: $cpu, $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, Linux $(uname -r);"
+	echo "$(qemu-img --version | head -1), $(openssl version), $(go version 2>/dev/null | cut -d' ' -f3), canga $("$canga" --version | head -1 | cut -d' ' -f2)."
+	echo
+	echo "Input: bench/mkimage.sh, an ext4 file system made by \`mkfs.ext4 -d\` from a Debian"
+	echo "minbase tree (debootstrap) plus the Go toolchain: $((virt >> 20)) MiB virtual, $((alloc >> 20)) MiB allocated."
+	echo
+	echo "$table"
+} >"$results"
+echo "bench: wrote $results" >&2
