@@ -18,6 +18,7 @@ want openssl openssl
 want debootstrap debootstrap
 want virt-customize libguestfs-tools
 want docker-registry docker-registry
+want /usr/bin/time time
 [ -n "$(ls /boot/vmlinuz-* 2>/dev/null)" ] || need="$need linux-image-amd64"
 
 if ! command -v go >/dev/null 2>&1; then
