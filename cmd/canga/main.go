@@ -101,6 +101,8 @@ type cli struct {
 	Overlay overlayCmd `cmd:"" help:"Create a qcow2 image backed by an image's blob, to run a VM on." group:"Repository"`
 	Fsck    fsckCmd    `cmd:"" help:"Verify every blob, image ID and chain of a repository." group:"Repository"`
 	Gc      gcCmd      `cmd:"" name:"gc" help:"Remove unused blobs and leftovers of interrupted work." group:"Repository"`
+
+	Build buildCmd `cmd:"" help:"Build a derived image from a Cangafile, with libguestfs." group:"Building"`
 }
 
 func main() {
