@@ -74,13 +74,13 @@ func (e *StatusError) transient() bool {
 // ImageIDMismatchError reports a Cangallo image whose content does not
 // hash to its image ID. It matches [ErrImageIDMismatch].
 type ImageIDMismatchError struct {
-	URL      string
+	URL      string // where the image came from
 	Expected digest.Digest
 	Actual   digest.Digest
 }
 
 func (e *ImageIDMismatchError) Error() string {
-	return fmt.Sprintf("remote: %s: image ID mismatch: expected %s, content hashes to %s", e.URL, e.Expected, e.Actual)
+	return fmt.Sprintf("remote: image ID mismatch: expected %s, the content hashes to %s", e.Expected, e.Actual)
 }
 
 // Is makes errors.Is(err, ErrImageIDMismatch) true.

@@ -39,7 +39,7 @@ func CheckPulledHeader(ra io.ReaderAt, size int64, want Expect) (*qcow2.Header, 
 		}
 	} else {
 		if h.BackingFile != want.Backing {
-			return nil, fmt.Errorf("%w: backing file %s, must be the parent's blob %s", ErrRefused, quote(h.BackingFile), quote(want.Backing))
+			return nil, fmt.Errorf("%w: backing file %s, must be %s (the parent's)", ErrRefused, quote(h.BackingFile), quote(want.Backing))
 		}
 		if h.BackingFormat != qcow2.FormatQcow2 && !(want.Legacy && h.BackingFormat == "") {
 			return nil, fmt.Errorf("%w: backing format %s, must be qcow2", ErrRefused, quote(h.BackingFormat))

@@ -61,7 +61,12 @@ func (r *Repo) Dir() string { return r.Store.Dir() }
 
 // Index reads the repository's index. A repository without one has an
 // empty index. Readers need no lock: the index file is replaced by rename.
+// A remote's cached index must still carry a valid signature when its
+// configuration requires one.
 func (r *Repo) Index() (*index.Index, error) {
+	if r.Conf.Remote() {
+		return r.remoteIndex()
+	}
 	data, err := os.ReadFile(filepath.Join(r.Dir(), IndexFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return index.New(), nil

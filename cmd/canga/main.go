@@ -102,6 +102,13 @@ type cli struct {
 	Fsck    fsckCmd    `cmd:"" help:"Verify every blob, image ID and chain of a repository." group:"Repository"`
 	Gc      gcCmd      `cmd:"" name:"gc" help:"Remove unused blobs and leftovers of interrupted work." group:"Repository"`
 
+	Fetch  fetchCmd  `cmd:"" help:"Download a remote repository's index (and signature)." group:"Remote repositories"`
+	Pull   pullCmd   `cmd:"" help:"Download a remote image and its ancestors, verified while streaming." group:"Remote repositories"`
+	Import importCmd `cmd:"" help:"Copy an image and its ancestors into a local repository." group:"Remote repositories"`
+	Serve  serveCmd  `cmd:"" help:"Serve a repository read-only over HTTP." group:"Remote repositories"`
+	Sign   signCmd   `cmd:"" help:"Sign a repository's index with an SSH key." group:"Remote repositories"`
+	Verify verifyCmd `cmd:"" help:"Verify a repository's index signature." group:"Remote repositories"`
+
 	Build buildCmd `cmd:"" help:"Build a derived image from a Cangafile, with libguestfs." group:"Building"`
 }
 

@@ -17,6 +17,7 @@ type progress struct {
 	bar   *mpb.Bar
 	mu    sync.Mutex
 	last  int64
+	total int64
 	start time.Time
 }
 
@@ -41,7 +42,7 @@ func (e *env) newProgress(label string, total int64) *progress {
 		mpb.PrependDecorators(decor.Name(label, decor.WCSyncSpaceR), decor.Counters(decor.SizeB1024(0), "% .1f / % .1f")),
 		mpb.AppendDecorators(decor.Percentage(decor.WCSyncSpace), decor.AverageSpeed(decor.SizeB1024(0), " % .1f", decor.WCSyncSpace), decor.Name(" ETA "), decor.AverageETA(decor.ET_STYLE_GO)),
 	)
-	return &progress{p: p, bar: bar, start: time.Now()}
+	return &progress{p: p, bar: bar, total: total, start: time.Now()}
 }
 
 // set moves the bar to done bytes. It is safe for concurrent use.
@@ -50,9 +51,26 @@ func (pr *progress) set(done int64) {
 		return
 	}
 	pr.mu.Lock()
-	if done > pr.last {
+	switch {
+	case done > pr.last:
 		pr.bar.EwmaIncrInt64(done-pr.last, time.Since(pr.start))
 		pr.last = done
+	case done < pr.last: // a download restarted
+		pr.bar.SetCurrent(done)
+		pr.last = done
+	}
+	pr.mu.Unlock()
+}
+
+// setTotal changes the bar's total, for work whose size grows as it goes.
+func (pr *progress) setTotal(total int64) {
+	if pr.bar == nil {
+		return
+	}
+	pr.mu.Lock()
+	if total != pr.total {
+		pr.total = total
+		pr.bar.SetTotal(total, false)
 	}
 	pr.mu.Unlock()
 }

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cangallo/canga/index"
+	"github.com/cangallo/canga/index/signing"
+	"github.com/cangallo/canga/remote"
+	"github.com/cangallo/canga/repo"
+	"github.com/opencontainers/go-digest"
+)
+
+func (e *env) client() *remote.Client { return remote.NewClient(version) }
+
+type fetchCmd struct {
+	Repo string `arg:"" optional:"" name:"REPO" help:"Remote repository (default: every configured remote)."`
+}
+
+func (c *fetchCmd) Run(e *env) error {
+	h, err := e.openHome()
+	if err != nil {
+		return err
+	}
+	var names []string
+	if c.Repo != "" {
+		names = []string{c.Repo}
+	} else {
+		for _, rc := range h.Config.Repos {
+			if rc.Remote() {
+				names = append(names, rc.Name)
+			}
+		}
+		if len(names) == 0 {
+			return errors.New("no remote repository is configured (add one with a url in config.yaml)")
+		}
+	}
+	failed := 0
+	for _, name := range names {
+		r, err := h.Repo(name)
+		if err == nil {
+			err = e.fetch(r)
+		}
+		if err != nil {
+			e.notice("%v", err)
+			failed++
+		}
+	}
+	if failed > 0 {
+		return &exitError{code: 1}
+	}
+	return nil
+}
+
+func (e *env) fetch(r *repo.Repo) error {
+	f, err := r.Fetch(e.ctx, e.client())
+	if err != nil {
+		return err
+	}
+	signed := "not signed"
+	switch {
+	case f.Signed:
+		signed = fmt.Sprintf("signed by %s (%s)", f.Principal, f.Fingerprint)
+	case f.HasSignature:
+		signed = fmt.Sprintf("signature by %s not checked: no allowed_signers configured", f.Fingerprint)
+	}
+	fmt.Fprintf(e.stdout, "%s: %d images, %d tags, %s\n", r.Name(), len(f.Index.Images), len(f.Index.Tags), signed)
+	return nil
+}
+
+type pullCmd struct {
+	Name string `arg:"" name:"NAME" help:"Image of a remote repository (REPO:NAME, tag, ID or prefix)."`
+}
+
+func (c *pullCmd) Run(e *env) error {
+	if strings.HasPrefix(c.Name, "oci://") {
+		return errors.New("pull oci://: OCI registries are not supported by this version")
+	}
+	r, ix, id, err := e.resolve(c.Name)
+	if err != nil {
+		return err
+	}
+	return e.pull(r, ix, id)
+}
+
+func (e *env) pull(r *repo.Repo, ix *index.Index, id digest.Digest) error {
+	if !r.Conf.Remote() {
+		e.notice("%s is in local repository %s: nothing to pull", index.ShortID(id), r.Name())
+		return nil
+	}
+	var bar *progress
+	err := r.Pull(e.ctx, e.client(), ix, id, func(done, total int64) {
+		if bar == nil {
+			bar = e.newProgress(index.ShortID(id), total)
+		}
+		bar.setTotal(total)
+		bar.set(done)
+	})
+	if bar != nil {
+		bar.done(err == nil)
+	}
+	return err
+}
+
+type importCmd struct {
+	Image string `arg:"" name:"IMAGE" help:"Image to copy, with its ancestors (pulled first if needed)."`
+	Repo  string `arg:"" optional:"" name:"REPO" help:"Local repository to copy into (default: the default one)."`
+	Tag   string `short:"t" help:"Tag the image in REPO."`
+}
+
+func (c *importCmd) Run(e *env) error {
+	h, err := e.openHome()
+	if err != nil {
+		return err
+	}
+	src, six, id, err := h.Resolve(c.Image)
+	if err != nil {
+		return err
+	}
+	dst, err := h.Repo(c.Repo)
+	if err != nil {
+		return err
+	}
+	if dst.Conf.Remote() {
+		return fmt.Errorf("repository %s is a remote's cache: import into a local repository", dst.Name())
+	}
+	if c.Tag != "" {
+		if err := h.CheckTag(c.Tag); err != nil {
+			return err
+		}
+	}
+	if err := e.pull(src, six, id); err != nil {
+		return err
+	}
+	if err := dst.Import(e.ctx, src, six, id, c.Tag); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, id)
+	return nil
+}
+
+type serveCmd struct {
+	Repo string `arg:"" optional:"" name:"REPO" help:"Repository to serve (default: the default one)."`
+	Addr string `default:"127.0.0.1:8000" help:"Address to listen on."`
+}
+
+func (c *serveCmd) Run(e *env) error {
+	h, err := e.openHome()
+	if err != nil {
+		return err
+	}
+	r, err := h.Repo(c.Repo)
+	if err != nil {
+		return err
+	}
+	return remote.Serve(e.ctx, r.Dir(), c.Addr, func(a net.Addr) {
+		e.notice("serving repository %s read-only at http://%s/ (Ctrl-C stops)", r.Name(), a)
+	})
+}
+
+type signCmd struct {
+	Repo string `arg:"" optional:"" name:"REPO" help:"Repository whose index to sign (default: the default one)."`
+	Key  string `required:"" placeholder:"FILE" help:"SSH private key, or a .pub whose key ssh-agent holds."`
+}
+
+func (c *signCmd) Run(e *env) error {
+	h, err := e.openHome()
+	if err != nil {
+		return err
+	}
+	r, err := h.Repo(c.Repo)
+	if err != nil {
+		return err
+	}
+	if r.Conf.Remote() {
+		return fmt.Errorf("repository %s is a remote's cache: sign the index where it is published", r.Name())
+	}
+	signer, err := signing.LoadSigner(c.Key)
+	if err != nil {
+		return err
+	}
+	// Sign the index bytes under the lock, so that no add changes them
+	// between reading and writing the signature.
+	lk, err := r.Store.Lock(e.ctx)
+	if err != nil {
+		return err
+	}
+	defer lk.Unlock()
+	data, err := os.ReadFile(filepath.Join(r.Dir(), repo.IndexFile))
+	if err != nil {
+		return fmt.Errorf("repository %s has no index to sign: %w", r.Name(), err)
+	}
+	sig, err := signing.Sign(data, signer)
+	if err != nil {
+		return err
+	}
+	if err := r.Store.WriteFileAtomic(repo.IndexFile+".sig", sig, 0o644); err != nil {
+		return err
+	}
+	fp, err := signing.CheckSignature(data, sig)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "signed %s with %s\n", filepath.Join(r.Dir(), repo.IndexFile), fp)
+	return nil
+}
+
+type verifyCmd struct {
+	Repo           string `arg:"" optional:"" name:"REPO" help:"Repository whose index to verify (default: the default one)."`
+	AllowedSigners string `name:"allowed-signers" placeholder:"FILE" help:"OpenSSH allowed_signers file (default: the repository's from config.yaml)."`
+}
+
+func (c *verifyCmd) Run(e *env) error {
+	h, err := e.openHome()
+	if err != nil {
+		return err
+	}
+	r, err := h.Repo(c.Repo)
+	if err != nil {
+		return err
+	}
+	file := c.AllowedSigners
+	if file == "" {
+		file = r.Conf.AllowedSigners
+	}
+	if file == "" {
+		return fmt.Errorf("no allowed_signers: give --allowed-signers or set allowed_signers for %s in config.yaml", r.Name())
+	}
+	signers, err := signing.LoadAllowedSigners(file)
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(filepath.Join(r.Dir(), repo.IndexFile))
+	if err != nil {
+		return err
+	}
+	sig, err := os.ReadFile(filepath.Join(r.Dir(), repo.IndexFile+".sig"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	principal, fp, err := signing.Verify(data, sig, signers, time.Now())
+	if err != nil {
+		return fmt.Errorf("repository %s: %w", r.Name(), err)
+	}
+	fmt.Fprintf(e.stdout, "Good signature of %s's index by %s (%s)\n", r.Name(), principal, fp)
+	return nil
+}

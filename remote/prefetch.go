@@ -1,0 +1,101 @@
+package remote
+
+import (
+	"io"
+	"sync"
+)
+
+// prefetchChunk is the unit of read-ahead. It matches the chunks that cas
+// writes and hashes, so that each Read of cas takes one whole chunk.
+const prefetchChunk = 1 << 20
+
+// prefetchDepth is how many chunks may wait, filled, for the consumer.
+const prefetchDepth = 4
+
+// prefetcher reads r ahead, in its own goroutine, so that receiving from
+// the network overlaps writing and hashing, which cas does in the reading
+// goroutine; it also lets TCP keep its window open while a disk stalls.
+// Memory is bounded: prefetchDepth+1 chunks per download.
+type prefetcher struct {
+	r      io.Reader
+	full   chan chunk
+	free   chan []byte
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	cur    chunk
+	curOff int
+	err    error
+	once   sync.Once
+}
+
+type chunk struct {
+	b   []byte
+	err error
+}
+
+func newPrefetcher(r io.Reader) *prefetcher {
+	p := &prefetcher{
+		r:    r,
+		full: make(chan chunk, prefetchDepth),
+		free: make(chan []byte, prefetchDepth+1),
+		stop: make(chan struct{}),
+	}
+	for range prefetchDepth + 1 {
+		p.free <- make([]byte, prefetchChunk)
+	}
+	p.wg.Add(1)
+	go p.run()
+	return p
+}
+
+func (p *prefetcher) run() {
+	defer p.wg.Done()
+	for {
+		var buf []byte
+		select {
+		case buf = <-p.free:
+		case <-p.stop:
+			return
+		}
+		n, err := io.ReadFull(p.r, buf)
+		if err == io.ErrUnexpectedEOF {
+			err = io.EOF
+		}
+		select {
+		case p.full <- chunk{b: buf[:n], err: err}:
+		case <-p.stop:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *prefetcher) Read(b []byte) (int, error) {
+	for p.curOff == len(p.cur.b) {
+		if p.err != nil {
+			return 0, p.err
+		}
+		if p.cur.b != nil {
+			p.free <- p.cur.b[:cap(p.cur.b)]
+			p.cur.b = nil
+		}
+		c := <-p.full
+		p.cur, p.curOff, p.err = c, 0, c.err
+	}
+	n := copy(b, p.cur.b[p.curOff:])
+	p.curOff += n
+	if p.curOff == len(p.cur.b) && p.err != nil {
+		return n, p.err
+	}
+	return n, nil
+}
+
+// Close stops the read-ahead and waits for its goroutine. The caller
+// closes the underlying body first, or at the same time, so that a Read
+// blocked on the network returns.
+func (p *prefetcher) Close() {
+	p.once.Do(func() { close(p.stop) })
+	p.wg.Wait()
+}
