@@ -43,9 +43,10 @@ measure() {
 	M[$name]=$rss
 	echo "  $name: ${T[$name]} s, ${M[$name]} KiB" >&2
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
 sum() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a + b }'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r <= t ? "ok" : "MISSED") }'; }
+atleast() { awk -v r="$1" -v t="$2" 'BEGIN { print (r >= t ? "ok" : "MISSED") }'; }
 
 # Two-step baselines are scripts so they are timed as one command.
 cat >qemu-then-openssl.sh <<'EOF'
@@ -78,6 +79,26 @@ size() { stat -c %s "$1"; }
 echo "== add" >&2
 measure canga-add ./canga-add.sh ext4.raw
 
+echo "== pull over loopback" >&2
+CANGA_HOME=$PWD/pub "$canga" -q add ext4.raw --tag ext4 >/dev/null
+blob=$(CANGA_HOME=$PWD/pub "$canga" show --json ext4 | sed -n 's/.*"blob": "sha256:\([0-9a-f]*\)".*/\1/p')
+port=$((20000 + RANDOM % 20000))
+CANGA_HOME=$PWD/pub "$canga" serve --addr 127.0.0.1:$port 2>/dev/null &
+server=$!
+trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
+for i in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/index.yaml" && break; sleep 0.1; done
+cat >canga-pull.sh <<PULL
+#!/bin/sh
+rm -rf cons && mkdir cons
+printf 'default_repo: default\\nrepos:\\n  default:\\n    path: %s/cons/default\\n  pub:\\n    url: http://127.0.0.1:$port/\\n    path: %s/cons/pub\\n' "\$PWD" "\$PWD" >cons/config.yaml
+CANGA_HOME=\$PWD/cons "$canga" -q fetch >/dev/null && CANGA_HOME=\$PWD/cons exec "$canga" -q pull pub:ext4
+PULL
+chmod +x canga-pull.sh
+blobsize=$(stat -c %s "pub/default/blobs/sha256/$blob")
+measure curl-blob curl -sf -o curl.out "http://127.0.0.1:$port/blobs/sha256/$blob"
+measure canga-pull ./canga-pull.sh
+kill $server
+
 r_dplain=$(ratio "${T[canga-digest-plain]}" "${T[openssl-raw]}")
 r_dzlib=$(ratio "${T[canga-digest-zlib]}" "${T[qemu-openssl-zlib]}")
 r_czlib=$(ratio "${T[canga-convert-zlib]}" "${T[qemu-convert-zlib]}")
@@ -85,6 +106,8 @@ s_czlib=$(ratio "$(size c-zlib.qcow2)" "$(size q-zlib.qcow2)")
 r_czstd=$(ratio "${T[canga-convert-zstd]}" "${T[qemu-convert-zstd]}")
 s_czstd=$(ratio "$(size c-zstd.qcow2)" "$(size q-zstd.qcow2)")
 r_add=$(ratio "${T[canga-add]}" "${T[qemu-convert-zlib]}")
+# Throughput ratio: curl's time over canga's.
+r_pull=$(ratio "${T[curl-blob]}" "${T[canga-pull]}")
 peak=0
 for k in "${!M[@]}"; do
 	[[ $k == canga-* ]] && ((M[$k] > peak)) && peak=${M[$k]}
@@ -101,6 +124,7 @@ table=$(
 | \`convert --compression zstd\` vs qemu-img zstd: time | ${T[canga-convert-zstd]} s | ${T[qemu-convert-zstd]} s | $r_czstd | <= 0.8 | $(verdict "$r_czstd" 0.8) |
 | \`convert --compression zstd\`: output size | $(size c-zstd.qcow2) B | $(size q-zstd.qcow2) B | $s_czstd | <= 1.0 | $(verdict "$s_czstd" 1.0) |
 | \`add\` (raw input, image ID + zlib blob) vs \`qemu-img convert -c -m 16 -W\` | ${T[canga-add]} s | ${T[qemu-convert-zlib]} s | $r_add | <= 0.6 | $(verdict "$r_add" 0.6) |
+| \`pull\` of a $((blobsize >> 20)) MiB blob from \`canga serve\`, verified, vs \`curl -o\`: throughput | ${T[canga-pull]} s | ${T[curl-blob]} s | $r_pull | >= 0.8 | $(atleast "$r_pull" 0.8) |
 | peak memory of any canga run above | $((peak / 1024)) MiB | | | < 128 MiB | $(verdict "$peak" 131072) |
 EOF
 )

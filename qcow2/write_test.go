@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -109,7 +110,7 @@ func TestConvertMatrix(t *testing.T) {
 			dir := t.TempDir()
 			src := s.build(t, dir)
 			want := sha256File(t, qemuRaw(t, src))
-			for _, cs := range []int64{4 << 10, 64 << 10, 2 << 20} {
+			for _, cs := range []int64{0, 4 << 10, 64 << 10, 2 << 20} { // 0: the default of each compression
 				for _, comp := range []string{CompressNone, CompressZlib, CompressZstd} {
 					name := fmt.Sprintf("cs%d-%s", cs, comp)
 					out := filepath.Join(dir, name+".qcow2")
@@ -122,6 +123,9 @@ func TestConvertMatrix(t *testing.T) {
 					info := qemu(t, "qemu-img", "info", "--output=json", out)
 					if comp == CompressZstd && !strings.Contains(info, `"compression-type": "zstd"`) {
 						t.Fatalf("%s: not zstd: %s", name, info)
+					}
+					if want := fmt.Sprintf(`"cluster-size": %d`, cmp.Or(cs, DefaultClusterSizeFor(comp))); !strings.Contains(info, want) {
+						t.Fatalf("%s: qemu-img info lacks %s: %s", name, want, info)
 					}
 					os.Remove(out)
 				}

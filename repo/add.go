@@ -78,7 +78,9 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 		return nil, err
 	}
 	defer tmp.Discard()
-	copt := qcow2.ConvertOptions{Hash: sha256.New(), Base: base, SameAsBase: same}
+	// Blobs keep qemu's 64 KiB clusters whatever the compression: they
+	// are delta bases and VM backing files, where a finer grain wins.
+	copt := qcow2.ConvertOptions{Hash: sha256.New(), Base: base, SameAsBase: same, ClusterSize: qcow2.DefaultClusterSize}
 	if comp != "none" {
 		copt.Compression = string(comp)
 	}

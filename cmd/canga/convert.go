@@ -48,12 +48,13 @@ func parseSize(s string) (int64, error) {
 	return int64(f), nil
 }
 
-// clusterSizeFlag is a --cluster-size value.
+// clusterSizeFlag is a --cluster-size value; empty means the default,
+// which depends on the compression.
 type clusterSizeFlag string
 
 func (c clusterSizeFlag) bytes() (int64, error) {
 	if c == "" {
-		return qcow2.DefaultClusterSize, nil
+		return 0, nil
 	}
 	n, err := parseSize(string(c))
 	if err != nil {
@@ -181,7 +182,7 @@ type convertCmd struct {
 	Compress    bool            `short:"c" help:"Compress the output's clusters (zlib unless --compression says otherwise)."`
 	Compression string          `name:"compression" enum:",zlib,zstd" default:"" help:"Compression type: zlib or zstd (implies -c)."`
 	Backing     string          `short:"B" name:"backing" placeholder:"FILE" help:"Write only what differs from FILE, which becomes the output's backing file."`
-	ClusterSize clusterSizeFlag `name:"cluster-size" placeholder:"N" help:"Cluster size of a qcow2 output (default 64K)."`
+	ClusterSize clusterSizeFlag `name:"cluster-size" placeholder:"N" help:"Cluster size of a qcow2 output (default 64K; 256K with zstd)."`
 }
 
 func (c *convertCmd) Run(e *env) error {
