@@ -304,10 +304,36 @@ func Run(ctx context.Context, overlay string, plan *Plan, opts Options) error {
 
 	tools := opts.Tools.withDefaults()
 	customize, sparsify := opts.commands(overlay, commandsFile)
-	if err := runTool(ctx, tools.VirtCustomize, customize, opts); err != nil {
+	err = runTool(ctx, tools.VirtCustomize, customize, opts)
+	if launchFailed(err) && getenv(opts.Env, "LIBGUESTFS_BACKEND_SETTINGS") == "" {
+		// /dev/kvm can exist and still fail (nested virtualisation); the
+		// appliance then starts under emulation. Nothing has touched the
+		// overlay when the appliance did not start, so trying again is safe.
+		if opts.Progress != nil {
+			opts.Progress("canga: the appliance did not start with KVM; trying again with software emulation (LIBGUESTFS_BACKEND_SETTINGS=force_tcg)")
+		}
+		opts.Env = append(append([]string(nil), opts.Env...), "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")
+		err = runTool(ctx, tools.VirtCustomize, customize, opts)
+	}
+	if err != nil {
 		return err
 	}
 	return runTool(ctx, tools.VirtSparsify, sparsify, opts)
+}
+
+// launchFailed reports whether err is a tool's failure to start the
+// libguestfs appliance.
+func launchFailed(err error) bool {
+	var te *ToolError
+	if !errors.As(err, &te) {
+		return false
+	}
+	for _, l := range te.Tail {
+		if strings.Contains(l, "guestfs_launch failed") {
+			return true
+		}
+	}
+	return false
 }
 
 func checkQcow2(path string) error {

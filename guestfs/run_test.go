@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -248,6 +249,32 @@ func TestRunLaunchFailureHint(t *testing.T) {
 	err := Run(context.Background(), newOverlay(t, work), plan, Options{Tools: Tools{VirtCustomize: vc, VirtSparsify: "true"}})
 	if err == nil || !strings.Contains(err.Error(), "LIBGUESTFS_BACKEND_SETTINGS=force_tcg") {
 		t.Errorf("err = %v, want the force_tcg hint", err)
+	}
+}
+
+// A broken KVM fails the appliance's launch; Run tries again under
+// emulation, once, and then runs virt-sparsify in the same way.
+func TestRunRetriesLaunchWithTCG(t *testing.T) {
+	work := t.TempDir()
+	log := filepath.Join(work, "log")
+	body := `echo "$0 settings=$LIBGUESTFS_BACKEND_SETTINGS" >>` + log + `
+[ "$LIBGUESTFS_BACKEND_SETTINGS" = force_tcg ] && exit 0
+echo "virt-customize: error: libguestfs error: guestfs_launch failed." >&2; exit 1`
+	vc := script(t, work, "virt-customize", body)
+	vs := script(t, work, "virt-sparsify", `echo "$0 settings=$LIBGUESTFS_BACKEND_SETTINGS" >>`+log)
+	plan, _ := NewPlan([]Task{{Kind: KindRun, Command: "true"}})
+	var got lines
+	t.Setenv("LIBGUESTFS_BACKEND_SETTINGS", "")
+	if err := Run(context.Background(), newOverlay(t, work), plan, Options{Tools: Tools{VirtCustomize: vc, VirtSparsify: vs}, Progress: got.add}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(log)
+	want := vc + " settings=\n" + vc + " settings=force_tcg\n" + vs + " settings=force_tcg\n"
+	if string(b) != want {
+		t.Errorf("runs:\n%s\nwant:\n%s", b, want)
+	}
+	if !slices.ContainsFunc(got.get(), func(l string) bool { return strings.Contains(l, "software emulation") }) {
+		t.Error("no notice of the retry")
 	}
 }
 
