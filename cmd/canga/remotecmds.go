@@ -150,11 +150,7 @@ type serveCmd struct {
 }
 
 func (c *serveCmd) Run(e *env) error {
-	h, err := e.openHome()
-	if err != nil {
-		return err
-	}
-	r, err := h.Repo(c.Repo)
+	r, err := e.openRepo(c.Repo)
 	if err != nil {
 		return err
 	}
@@ -169,11 +165,7 @@ type signCmd struct {
 }
 
 func (c *signCmd) Run(e *env) error {
-	h, err := e.openHome()
-	if err != nil {
-		return err
-	}
-	r, err := h.Repo(c.Repo)
+	r, err := e.openRepo(c.Repo)
 	if err != nil {
 		return err
 	}
@@ -216,11 +208,7 @@ type verifyCmd struct {
 }
 
 func (c *verifyCmd) Run(e *env) error {
-	h, err := e.openHome()
-	if err != nil {
-		return err
-	}
-	r, err := h.Repo(c.Repo)
+	r, err := e.openRepo(c.Repo)
 	if err != nil {
 		return err
 	}

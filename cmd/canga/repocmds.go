@@ -29,6 +29,15 @@ func (e *env) openHome() (*repo.Home, error) {
 	return e.h, nil
 }
 
+// openRepo opens a configured repository by name ("" is the default).
+func (e *env) openRepo(name string) (*repo.Repo, error) {
+	h, err := e.openHome()
+	if err != nil {
+		return nil, err
+	}
+	return h.Repo(name)
+}
+
 // resolve finds IMAGE across the configured repositories.
 func (e *env) resolve(name string) (*repo.Repo, *index.Index, digest.Digest, error) {
 	h, err := e.openHome()
@@ -139,6 +148,23 @@ type listItem struct {
 	Present     bool          `json:"present"`
 }
 
+func newListItem(r *repo.Repo, ix *index.Index, id digest.Digest) listItem {
+	en := ix.Images[id]
+	it := listItem{Repo: r.Name(), ID: id, Tags: ix.TagsOf(id), Parent: en.Parent, Blob: en.Blob,
+		BlobSize: en.BlobSize, VirtualSize: en.VirtualSize, Description: en.Description, OS: en.OS, Present: r.Present(en)}
+	if it.Tags == nil {
+		it.Tags = []string{}
+	}
+	if !en.Created.IsZero() {
+		t := en.Created
+		it.Created = &t
+	}
+	if en.Legacy != nil && it.BlobSize == 0 {
+		it.BlobSize = en.Legacy.ActualSize
+	}
+	return it
+}
+
 func (c *listCmd) Run(e *env) error {
 	h, err := e.openHome()
 	if err != nil {
@@ -162,20 +188,7 @@ func (c *listCmd) Run(e *env) error {
 			return err
 		}
 		for _, id := range ix.IDs() {
-			en := ix.Images[id]
-			it := listItem{Repo: name, ID: id, Tags: ix.TagsOf(id), Parent: en.Parent, Blob: en.Blob,
-				BlobSize: en.BlobSize, VirtualSize: en.VirtualSize, Description: en.Description, OS: en.OS, Present: r.Present(en)}
-			if it.Tags == nil {
-				it.Tags = []string{}
-			}
-			if !en.Created.IsZero() {
-				t := en.Created
-				it.Created = &t
-			}
-			if en.Legacy != nil && it.BlobSize == 0 {
-				it.BlobSize = en.Legacy.ActualSize
-			}
-			items = append(items, it)
+			items = append(items, newListItem(r, ix, id))
 		}
 	}
 	if c.JSON {
@@ -258,19 +271,11 @@ func (c *showCmd) Run(e *env) error {
 		Children    []digest.Digest `json:"children"`
 		Cangafile   any             `json:"cangafile,omitempty"`
 	}{
-		listItem: listItem{Repo: r.Name(), ID: id, Tags: ix.TagsOf(id), Parent: en.Parent, Blob: en.Blob, BlobSize: en.BlobSize,
-			VirtualSize: en.VirtualSize, Description: en.Description, OS: en.OS, Present: r.Present(en)},
+		listItem:    newListItem(r, ix, id),
 		ClusterSize: en.ClusterSize, Compression: string(en.Compression), Chain: chain, Children: ix.Children(id),
-	}
-	if item.Tags == nil {
-		item.Tags = []string{}
 	}
 	if item.Children == nil {
 		item.Children = []digest.Digest{}
-	}
-	if !en.Created.IsZero() {
-		t := en.Created
-		item.Created = &t
 	}
 	if en.Cangafile != nil {
 		var v any
@@ -450,11 +455,7 @@ type fsckCmd struct {
 }
 
 func (c *fsckCmd) Run(e *env) error {
-	h, err := e.openHome()
-	if err != nil {
-		return err
-	}
-	r, err := h.Repo(c.Repo)
+	r, err := e.openRepo(c.Repo)
 	if err != nil {
 		return err
 	}
@@ -494,11 +495,7 @@ type gcCmd struct {
 }
 
 func (c *gcCmd) Run(e *env) error {
-	h, err := e.openHome()
-	if err != nil {
-		return err
-	}
-	r, err := h.Repo(c.Repo)
+	r, err := e.openRepo(c.Repo)
 	if err != nil {
 		return err
 	}
