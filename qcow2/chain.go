@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // MaxChainDepth is how many backing files [OpenFile] follows by default.
@@ -60,7 +61,7 @@ func openChain(name, format string, o *options, above []os.FileInfo) (d Disk, er
 	if len(above) > o.maxDepth {
 		return nil, &LayerError{Name: name, Err: fmt.Errorf("qcow2: backing chain deeper than %d files", o.maxDepth)}
 	}
-	f, err := os.Open(name)
+	f, err := OpenRegular(name)
 	if err != nil {
 		return nil, err // *PathError names the file
 	}
@@ -74,12 +75,6 @@ func openChain(name, format string, o *options, above []os.FileInfo) (d Disk, er
 		return nil, err
 	}
 	fail := func(err error) (Disk, error) { return nil, &LayerError{Name: name, Err: err} }
-	if !fi.Mode().IsRegular() {
-		// Devices are fine for qemu, but a directory or a FIFO is not an image.
-		if fi.Mode()&os.ModeDevice == 0 {
-			return fail(errors.New("not a regular file"))
-		}
-	}
 	for _, up := range above {
 		if os.SameFile(up, fi) {
 			return fail(fmt.Errorf("%w: the file is its own ancestor", ErrBackingLoop))
@@ -149,6 +144,28 @@ func defaultResolver(image, name, format string) (string, string, error) {
 	}
 	path, err := backingPath(image, name)
 	return path, format, err
+}
+
+// OpenRegular opens a disk image file for reading: a regular file or a
+// device. Anything else (a directory, a FIFO, a socket) is refused, and
+// without blocking: opening a FIFO for reading would wait for a writer
+// forever.
+func OpenRegular(name string) (*os.File, error) {
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() && fi.Mode()&os.ModeDevice == 0 {
+		f.Close()
+		return nil, &os.PathError{Op: "open", Path: name, Err: errors.New("not a regular file or a device")}
+	}
+	// Reads of regular files and block devices ignore O_NONBLOCK.
+	return f, nil
 }
 
 // backingPath resolves a backing file name as qemu does for plain files.

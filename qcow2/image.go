@@ -325,6 +325,9 @@ func (img *Image) ReadAt(p []byte, off int64) (int, error) {
 			}
 			return readDiskAt(img.backing, dst, s.off)
 		case segData:
+			if s.host >= img.fileSize {
+				return corruptf("data cluster at %#x (guest offset %#x) lies past the end of the file (%d bytes): the image is truncated", s.host, s.off, img.fileSize)
+			}
 			return readFileAt(img.ra, dst, s.host, img.fileSize)
 		case segCompressed:
 			return img.readCompressed(dst, s)
@@ -382,6 +385,10 @@ func (img *Image) readCompressed(dst []byte, s segment) error {
 
 func (img *Image) decompress(dst []byte, entry l2Entry) error {
 	off, n := img.compressedRange(entry)
+	if off >= img.fileSize {
+		// qemu would read zeros and fail to decompress them; say why.
+		return corruptf("compressed cluster at %#x lies past the end of the file (%d bytes): the image is truncated", off, img.fileSize)
+	}
 	// n is at most two clusters: the sector count is bounded by cluster_bits.
 	bp, _ := img.srcBufs.Get().(*[]byte)
 	if bp == nil {

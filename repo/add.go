@@ -36,6 +36,9 @@ type AddResult struct {
 	ID      digest.Digest
 	Entry   *index.Entry
 	Existed bool          // the image was there already; only the tag may have changed
+	// Restored is set when the image was there but its blob was lost:
+	// the new blob takes its place.
+	Restored bool
 	Moved   digest.Digest // the image the tag was moved from, if it moved
 }
 
@@ -106,6 +109,15 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 	err = r.Update(ctx, func(ix *index.Index, lk *cas.Lock) error {
 		if e, err := ix.Entry(id); err == nil {
 			res.Existed, res.Entry = true, e
+			if !r.Present(e) {
+				if parent != e.Parent {
+					return fmt.Errorf("image %s lost its blob, and this file would store it against parent %q where the index says %q: add it with --parent", index.ShortID(id), parent, e.Parent)
+				}
+				if err := r.restoreBlob(ctx, ix, id, e, tmp); err != nil {
+					return err
+				}
+				res.Restored = true
+			}
 			return r.tagLocked(ix, opt.Tag, id, res)
 		}
 		if parent != "" {
@@ -139,6 +151,26 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 		return nil, err
 	}
 	return res, nil
+}
+
+// restoreBlob puts back the lost blob of image id from the blob just
+// written (tmp). The same bytes restore it as it was; other bytes (another
+// compression, another parent found) replace it, unless children name the
+// old blob as their backing file.
+func (r *Repo) restoreBlob(ctx context.Context, ix *index.Index, id digest.Digest, e *index.Entry, tmp *cas.TempFile) error {
+	blob, err := r.Store.CommitFile(ctx, tmp, "", nil)
+	if err != nil {
+		return err
+	}
+	if blob.Digest == e.Blob {
+		return nil
+	}
+	if kids := ix.Children(id); len(kids) > 0 {
+		return fmt.Errorf("image %s lost its blob %s and its children name that blob: restore the blob from a copy, or delete the image with --recursive", index.ShortID(id), e.Blob)
+	}
+	ne := *e
+	ne.Blob, ne.BlobSize = blob.Digest, blob.Size
+	return ix.Put(id, &ne)
 }
 
 func (r *Repo) tagLocked(ix *index.Index, tag string, id digest.Digest, res *AddResult) error {

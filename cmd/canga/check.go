@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/cangallo/canga/qcow2"
 )
@@ -38,7 +37,7 @@ const (
 )
 
 func (c *checkCmd) Run(e *env) error {
-	f, err := os.Open(c.File)
+	f, err := qcow2.OpenRegular(c.File)
 	if err != nil {
 		return err
 	}

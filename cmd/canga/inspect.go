@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -81,7 +80,7 @@ type qcow2Detail struct {
 }
 
 func (c *infoCmd) Run(e *env) error {
-	f, err := os.Open(c.File)
+	f, err := qcow2.OpenRegular(c.File)
 	if err != nil {
 		return err
 	}

@@ -119,7 +119,10 @@ func (e *env) add(r *repo.Repo, file string, opt repo.AddOptions) error {
 	if err != nil {
 		return err
 	}
-	if res.Existed {
+	switch {
+	case res.Restored:
+		e.notice("image %s was in repository %s without its blob: the blob is back", index.ShortID(res.ID), r.Name())
+	case res.Existed:
 		e.notice("image %s is already in repository %s", index.ShortID(res.ID), r.Name())
 	}
 	if res.Moved != "" {

@@ -1,0 +1,679 @@
+package main_test
+
+// End-to-end tests of the canga command: the binary is built once and run
+// as a subprocess, each test with its own CANGA_HOME. The oracles are
+// qemu-img, qemu-io and sha256sum, never canga itself.
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Stamped into the test binary, to check that --version prints them.
+const (
+	e2eVersion = "1.2.3-e2e"
+	e2eCommit  = "0123456789abcdef0123456789abcdef01234567"
+)
+
+var (
+	cangaBin string // the canga binary under test
+	fxDir    string // fixtures shared by every test: read them, never write
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(e2eMain(m))
+}
+
+func e2eMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "canga-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	cangaBin = filepath.Join(dir, "canga")
+	fxDir = filepath.Join(dir, "fixtures")
+	if err := os.Mkdir(fxDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	build := exec.Command("go", "build", "-o", cangaBin,
+		"-ldflags", "-X main.version="+e2eVersion+" -X main.commit="+e2eCommit, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		return 1
+	}
+	for _, tool := range []string{"qemu-img", "qemu-io", "sha256sum", "mkfs.ext4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Fprintf(os.Stderr, "%s not found: these tests need qemu-utils, coreutils and e2fsprogs\n", tool)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// result is what one canga run did.
+type result struct {
+	args    []string
+	stdout  string
+	stderr  string
+	code    int
+	maxRSS  int64 // KiB
+	elapsed time.Duration
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("canga %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(r.args, " "), r.code, r.stdout, r.stderr)
+}
+
+// cangaTimeout bounds every run: a hung canga is a failure, not a hung test.
+const cangaTimeout = 60 * time.Second
+
+// canga runs the binary with CANGA_HOME=home and stderr not a terminal.
+func canga(t testing.TB, home string, args ...string) result {
+	t.Helper()
+	return cangaIn(t, home, "", cangaTimeout, args...)
+}
+
+// cangaIn is canga with a working directory and a time limit; a run that
+// outlives it is killed and reported with code -1.
+func cangaIn(t testing.TB, home, dir string, timeout time.Duration, args ...string) result {
+	t.Helper()
+	return runCanga(t, home, dir, timeout, false, args...)
+}
+
+// cangaMeasured is cangaIn that also measures canga's peak memory.
+//
+// It runs canga under GNU time rather than reading the rusage of the
+// child: Go starts children with vfork (CLONE_VM), and Linux records the
+// parent's peak RSS at the child's exec, so Maxrss from
+// cmd.ProcessState.SysUsage() is never below the peak RSS of the test
+// process itself.
+func cangaMeasured(t testing.TB, home, dir string, timeout time.Duration, args ...string) result {
+	t.Helper()
+	return runCanga(t, home, dir, timeout, true, args...)
+}
+
+func runCanga(t testing.TB, home, dir string, timeout time.Duration, measure bool, args ...string) result {
+	t.Helper()
+	name, argv := cangaBin, args
+	var rssFile string
+	if measure {
+		rssFile = filepath.Join(t.TempDir(), "maxrss")
+		name, argv = "/usr/bin/time", append([]string{"-f", "%M", "-o", rssFile, cangaBin}, args...)
+	}
+	cmd := exec.Command(name, argv...)
+	cmd.Env = cangaEnv(home)
+	cmd.Dir = dir
+	// Its own process group, so that a timeout kills canga and not only
+	// the time command in front of it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start canga: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	timedOut := false
+	select {
+	case err = <-done:
+	case <-time.After(timeout):
+		timedOut = true
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		err = <-done
+	}
+	r := result{args: args, stdout: out.String(), stderr: errb.String(), elapsed: time.Since(start)}
+	if measure && !timedOut {
+		b, rerr := os.ReadFile(rssFile)
+		if rerr != nil {
+			t.Fatalf("time -o %s: %v", rssFile, rerr)
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if _, serr := fmt.Sscan(lines[len(lines)-1], &r.maxRSS); serr != nil {
+			t.Fatalf("time -o %s: %q: %v", rssFile, b, serr)
+		}
+	}
+	var ee *exec.ExitError
+	switch {
+	case timedOut:
+		r.code = -1
+		t.Errorf("canga %s: still running after %v, killed", strings.Join(args, " "), timeout)
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("canga %s: %v", strings.Join(args, " "), err)
+	}
+	return r
+}
+
+func cangaEnv(home string) []string {
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LC_ALL=C"}
+	if home != "" {
+		env = append(env, "CANGA_HOME="+home)
+	}
+	return env
+}
+
+// ok runs canga and fails the test unless it exits 0; it returns stdout.
+func ok(t testing.TB, home string, args ...string) string {
+	t.Helper()
+	r := canga(t, home, args...)
+	if r.code != 0 {
+		t.Fatalf("%v", r)
+	}
+	return r.stdout
+}
+
+// fails runs canga and requires a clean failure: a non-zero exit, a
+// "canga: " message on stderr, and no Go panic.
+func fails(t testing.TB, home string, args ...string) result {
+	t.Helper()
+	r := canga(t, home, args...)
+	requireCleanFailure(t, r)
+	return r
+}
+
+func requireCleanFailure(t testing.TB, r result) {
+	t.Helper()
+	if r.code == 0 {
+		t.Errorf("want a failure, got success\n%v", r)
+	}
+	if !strings.HasPrefix(r.stderr, "canga: ") {
+		t.Errorf("stderr does not start with \"canga: \"\n%v", r)
+	}
+	requireNoPanic(t, r)
+}
+
+func requireNoPanic(t testing.TB, r result) {
+	t.Helper()
+	for _, s := range []string{r.stdout, r.stderr} {
+		if strings.Contains(s, "panic") || strings.Contains(s, "goroutine ") || strings.Contains(s, "internal error") {
+			t.Errorf("panic trace or internal error in the output\n%v", r)
+			return
+		}
+	}
+}
+
+// sh runs an external tool and fails the test if it fails.
+func sh(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, code, stderr := shCode(t, name, args...)
+	if code != 0 {
+		t.Fatalf("%s %s: exit %d\n%s%s", name, strings.Join(args, " "), code, out, stderr)
+	}
+	return out
+}
+
+// shCode runs an external tool and returns its stdout, exit code and stderr.
+func shCode(t testing.TB, name string, args ...string) (string, int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return out.String(), ee.ExitCode(), errb.String()
+	case err != nil:
+		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
+	}
+	return out.String(), 0, errb.String()
+}
+
+// qemuIO writes into a qcow2 image with qemu-io.
+func qemuIO(t testing.TB, path string, cmds ...string) {
+	t.Helper()
+	args := []string{"-f", "qcow2"}
+	for _, c := range cmds {
+		args = append(args, "-c", c)
+	}
+	sh(t, "qemu-io", append(args, path)...)
+}
+
+// sha256sum is the digest of a file by sha256sum, as "sha256:HEX".
+func sha256sum(t testing.TB, path string) string {
+	t.Helper()
+	out := sh(t, "sha256sum", path)
+	f := strings.Fields(out)
+	if len(f) < 1 || len(f[0]) != 64 {
+		t.Fatalf("sha256sum %s: %q", path, out)
+	}
+	return "sha256:" + f[0]
+}
+
+// imageID is SPEC §1's recipe for an image ID: qemu-img convert -O raw,
+// then sha256sum.
+func imageID(t testing.TB, path string) string {
+	t.Helper()
+	raw := filepath.Join(t.TempDir(), "id.raw")
+	sh(t, "qemu-img", "convert", "-U", "-O", "raw", path, raw)
+	defer os.Remove(raw)
+	return sha256sum(t, raw)
+}
+
+// qemuInfo is qemu-img info --output=json, decoded.
+type qemuInfoJSON struct {
+	Filename            string `json:"filename"`
+	Format              string `json:"format"`
+	VirtualSize         int64  `json:"virtual-size"`
+	ClusterSize         int64  `json:"cluster-size"`
+	BackingFilename     string `json:"backing-filename"`
+	FullBackingFilename string `json:"full-backing-filename"`
+	BackingFormat       string `json:"backing-filename-format"`
+	FormatSpecific      *struct {
+		Type string `json:"type"`
+		Data struct {
+			Compat          string `json:"compat"`
+			CompressionType string `json:"compression-type"`
+			LazyRefcounts   bool   `json:"lazy-refcounts"`
+			RefcountBits    int    `json:"refcount-bits"`
+			ExtendedL2      bool   `json:"extended-l2"`
+			Corrupt         bool   `json:"corrupt"`
+		} `json:"data"`
+	} `json:"format-specific"`
+}
+
+func qemuInfo(t testing.TB, path string) qemuInfoJSON {
+	t.Helper()
+	var v qemuInfoJSON
+	out := sh(t, "qemu-img", "info", "-U", "--output=json", path)
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("qemu-img info %s: %v\n%s", path, err, out)
+	}
+	return v
+}
+
+// qemuChain is qemu-img info --backing-chain --output=json, top first.
+func qemuChain(t testing.TB, path string) []qemuInfoJSON {
+	t.Helper()
+	var v []qemuInfoJSON
+	out := sh(t, "qemu-img", "info", "-U", "--backing-chain", "--output=json", path)
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("qemu-img info --backing-chain %s: %v\n%s", path, err, out)
+	}
+	return v
+}
+
+// checkCounts are qemu-img check --output=json's numbers.
+type checkCounts struct {
+	CheckErrors        int64 `json:"check-errors"`
+	Corruptions        int64 `json:"corruptions"`
+	Leaks              int64 `json:"leaks"`
+	ImageEndOffset     int64 `json:"image-end-offset"`
+	TotalClusters      int64 `json:"total-clusters"`
+	AllocatedClusters  int64 `json:"allocated-clusters"`
+	FragmentedClusters int64 `json:"fragmented-clusters"`
+	CompressedClusters int64 `json:"compressed-clusters"`
+}
+
+// qemuCheck runs qemu-img check and returns its exit code and counts.
+func qemuCheck(t testing.TB, path string) (int, checkCounts, string) {
+	t.Helper()
+	out, code, stderr := shCode(t, "qemu-img", "check", "-U", "--output=json", path)
+	var c checkCounts
+	if out != "" {
+		if err := json.Unmarshal([]byte(out), &c); err != nil {
+			t.Fatalf("qemu-img check %s: %v\n%s", path, err, out)
+		}
+	}
+	return code, c, stderr
+}
+
+// requireQemuClean fails unless qemu-img check finds nothing wrong.
+func requireQemuClean(t testing.TB, path string) {
+	t.Helper()
+	code, c, stderr := qemuCheck(t, path)
+	if code != 0 || c.Corruptions != 0 || c.Leaks != 0 || c.CheckErrors != 0 {
+		t.Errorf("qemu-img check %s: exit %d %+v\n%s", path, code, c, stderr)
+	}
+}
+
+// requireSame fails unless qemu-img compare finds a and b identical.
+func requireSame(t testing.TB, a, b string) {
+	t.Helper()
+	out, code, stderr := shCode(t, "qemu-img", "compare", "-U", a, b)
+	if code != 0 {
+		t.Errorf("qemu-img compare %s %s: exit %d\n%s%s", a, b, code, out, stderr)
+	}
+}
+
+func copyFile(t testing.TB, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fileSize(t testing.TB, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// ---- fixtures: real ext4 file systems over copies of system files ----
+
+type fixture struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+var fixtures sync.Map // name -> *fixture
+
+// shared builds a fixture once for the whole test binary.
+func shared(t testing.TB, name string, build func(dir string) (string, error)) string {
+	t.Helper()
+	v, _ := fixtures.LoadOrStore(name, &fixture{})
+	f := v.(*fixture)
+	f.once.Do(func() {
+		dir := filepath.Join(fxDir, name)
+		if f.err = os.MkdirAll(dir, 0o755); f.err == nil {
+			f.path, f.err = build(dir)
+		}
+	})
+	if f.err != nil {
+		t.Fatalf("fixture %s: %v", name, f.err)
+	}
+	return f.path
+}
+
+func run(name string, args ...string) error {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// mkExt4 makes a raw ext4 disk of size holding copies of the given trees.
+func mkExt4(dir, size string, trees ...string) (string, error) {
+	root := filepath.Join(dir, "root")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", err
+	}
+	for _, tr := range trees {
+		if err := run("cp", "-a", tr, root+"/"); err != nil {
+			return "", err
+		}
+	}
+	disk := filepath.Join(dir, "disk.raw")
+	if err := run("mkfs.ext4", "-q", "-F", "-E", "root_owner=0:0", "-U", "6f1c5d2e-0b6a-4d7c-9a51-3c2f1e0d9b8a", "-d", root, disk, size); err != nil {
+		return "", err
+	}
+	return disk, os.RemoveAll(root)
+}
+
+// baseRaw is a 64 MiB raw ext4 disk with /etc and Perl's library on it.
+func baseRaw(t testing.TB) string {
+	return shared(t, "base-raw", func(dir string) (string, error) {
+		return mkExt4(dir, "64M", "/etc", "/usr/share/perl")
+	})
+}
+
+// baseQcow2 is baseRaw as an uncompressed qcow2 made by qemu-img.
+func baseQcow2(t testing.TB) string {
+	raw := baseRaw(t)
+	return shared(t, "base-qcow2", func(dir string) (string, error) {
+		p := filepath.Join(dir, "base.qcow2")
+		return p, run("qemu-img", "convert", "-O", "qcow2", raw, p)
+	})
+}
+
+// otherRaw is a second, different 32 MiB ext4 disk.
+func otherRaw(t testing.TB) string {
+	return shared(t, "other-raw", func(dir string) (string, error) {
+		return mkExt4(dir, "32M", "/usr/share/zoneinfo")
+	})
+}
+
+// bigRaw is a 256 MiB ext4 disk full of documentation, for the tests that
+// need an add that takes a while or a blob that does not fit.
+func bigRaw(t testing.TB) string {
+	return shared(t, "big-raw", func(dir string) (string, error) {
+		return mkExt4(dir, "256M", "/usr/share/doc")
+	})
+}
+
+// dataClusters returns the offsets of the 64 KiB clusters of a raw disk
+// that are not all zeros.
+func dataClusters(t testing.TB, raw string) []int64 {
+	t.Helper()
+	b, err := os.ReadFile(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const cs = 64 << 10
+	var offs []int64
+	zero := make([]byte, cs)
+	for off := 0; off+cs <= len(b); off += cs {
+		if !bytes.Equal(b[off:off+cs], zero) {
+			offs = append(offs, int64(off))
+		}
+	}
+	return offs
+}
+
+// ---- repository helpers ----
+
+func repoDir(home string) string { return filepath.Join(home, "default") }
+
+func blobDir(home string) string { return filepath.Join(repoDir(home), "blobs", "sha256") }
+
+// blobPath is the file of a blob digest in the default repository.
+func blobPath(home, blob string) string {
+	return filepath.Join(blobDir(home), strings.TrimPrefix(blob, "sha256:"))
+}
+
+// repoState is what a failed command must leave unchanged.
+type repoState struct {
+	index []byte
+	blobs map[string]string // file name -> sha256sum
+}
+
+func snapshot(t testing.TB, home string) repoState {
+	t.Helper()
+	st := repoState{blobs: map[string]string{}}
+	b, err := os.ReadFile(filepath.Join(repoDir(home), "index.yaml"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	st.index = b
+	entries, err := os.ReadDir(blobDir(home))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		st.blobs[e.Name()] = fileDigest(t, filepath.Join(blobDir(home), e.Name()))
+	}
+	return st
+}
+
+func requireUnchanged(t testing.TB, home string, before repoState) {
+	t.Helper()
+	after := snapshot(t, home)
+	if !bytes.Equal(before.index, after.index) {
+		t.Errorf("index.yaml changed\nbefore:\n%s\nafter:\n%s", before.index, after.index)
+	}
+	if !mapsEqual(before.blobs, after.blobs) {
+		t.Errorf("blobs changed\nbefore: %v\nafter:  %v", before.blobs, after.blobs)
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// fileDigest hashes a file in process; used for bulk before/after
+// comparisons, where sha256sum adds nothing.
+func fileDigest(t testing.TB, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// tmpEntries lists the repository's .tmp/.
+func tmpEntries(t testing.TB, home string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(repoDir(home), ".tmp"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// listEntry is one item of canga list --json.
+type listEntry struct {
+	Repo        string   `json:"repo"`
+	ID          string   `json:"id"`
+	Tags        []string `json:"tags"`
+	Parent      string   `json:"parent"`
+	Blob        string   `json:"blob"`
+	BlobSize    int64    `json:"blob-size"`
+	VirtualSize int64    `json:"virtual-size"`
+	Created     string   `json:"created"`
+	Description string   `json:"description"`
+	OS          string   `json:"os"`
+	Present     bool     `json:"present"`
+}
+
+func listJSON(t testing.TB, home string) []listEntry {
+	t.Helper()
+	out := ok(t, home, "list", "--json")
+	var items []listEntry
+	dec := json.NewDecoder(strings.NewReader(out))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&items); err != nil {
+		t.Fatalf("list --json: %v\n%s", err, out)
+	}
+	if dec.More() {
+		t.Fatalf("list --json: more than one JSON document\n%s", out)
+	}
+	return items
+}
+
+func findItem(items []listEntry, id string) *listEntry {
+	for i := range items {
+		if items[i].ID == id {
+			return &items[i]
+		}
+	}
+	return nil
+}
+
+// addID runs canga add and returns the image ID it prints.
+func addID(t testing.TB, home string, args ...string) string {
+	t.Helper()
+	out := strings.TrimSpace(ok(t, home, append([]string{"add"}, args...)...))
+	if !strings.HasPrefix(out, "sha256:") || len(out) != 71 {
+		t.Fatalf("canga add %v printed %q, want an image ID", args, out)
+	}
+	return out
+}
+
+// ---- mounts (these tests run as root, as in CI) ----
+
+func mountTmpfs(t testing.TB, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+		t.Fatalf("mount -t tmpfs -o size=%s tmpfs %s: %v (this test needs root and CAP_SYS_ADMIN)", size, dir, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("umount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+func remountReadOnly(t testing.TB, dir string) {
+	t.Helper()
+	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		t.Fatalf("mount -o remount,ro %s: %v", dir, err)
+	}
+}
+
+// ---- small things ----
+
+func goVersion() string { return runtime.Version() }
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func dirNames(t testing.TB, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
