@@ -17,7 +17,6 @@ want curl curl
 want openssl openssl
 want debootstrap debootstrap
 want virt-customize libguestfs-tools
-want docker-registry docker-registry
 want /usr/bin/time time
 [ -n "$(ls /boot/vmlinuz-* 2>/dev/null)" ] || need="$need linux-image-amd64"
 

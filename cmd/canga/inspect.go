@@ -106,8 +106,9 @@ func (c *infoCmd) Run(e *env) error {
 		if h.BackingFile != "" {
 			info.BackingFilename = h.BackingFile
 			info.FullBackingFilename = h.BackingFile
-			if !filepath.IsAbs(h.BackingFile) {
-				info.FullBackingFilename = filepath.Join(filepath.Dir(c.File), h.BackingFile)
+			if dir := filepath.Dir(c.File); !filepath.IsAbs(h.BackingFile) && dir != "." {
+				// Joined as qemu joins them, without cleaning "..".
+				info.FullBackingFilename = dir + "/" + h.BackingFile
 			}
 			info.BackingFormat = h.BackingFormat
 		}
