@@ -128,11 +128,7 @@ func Convert(ctx context.Context, w io.WriterAt, src Disk, opt ConvertOptions) (
 		return ConvertStats{}, err
 	}
 
-	chunk := int64(DefaultChunkSize) // a multiple of every cluster size
-	workers := opt.Workers
-	if workers <= 0 {
-		_, workers = ScanOptions{}.chunking()
-	}
+	chunk, workers := ScanOptions{Workers: opt.Workers}.chunking() // chunks are multiples of every cluster size
 	perChunk := int(chunk / cs)
 	comps := make([]*compressor, workers)
 	for i := range comps {
@@ -142,11 +138,11 @@ func Convert(ctx context.Context, w io.WriterAt, src Disk, opt ConvertOptions) (
 		}
 		comps[i] = c
 	}
-	inBufs := newBufferPool(3*workers, int(chunk))
-	baseBufs := newBufferPool(3*workers, int(chunk))
+	inBufs := newBufferPool(jobBuffers(workers), int(chunk))
+	baseBufs := newBufferPool(jobBuffers(workers), int(chunk))
 	// Compressed output may exceed its input by a little per cluster
 	// before it is found not to shrink.
-	outBufs := newBufferPool(3*workers, int(chunk)+perChunk*64)
+	outBufs := newBufferPool(jobBuffers(workers), int(chunk)+perChunk*64)
 
 	l := newLayout(w, size, clusterBits, ctype)
 	var st ConvertStats

@@ -8,7 +8,7 @@ import (
 
 // runOrdered runs work for jobs 0..n-1 on workers goroutines and calls
 // deliver with the results in job order, from a single goroutine. At most
-// 2*workers finished jobs wait for delivery, so memory stays bounded
+// queueDepth(workers) jobs wait for delivery, so memory stays bounded
 // however many jobs there are. work gets the index of its goroutine, for
 // per-goroutine state such as a compressor.
 func runOrdered[J any](ctx context.Context, n int64, workers int, work func(ctx context.Context, worker int, i int64) (J, error), deliver func(i int64, j J) error) error {
@@ -20,7 +20,7 @@ func runOrdered[J any](ctx context.Context, n int64, workers int, work func(ctx 
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	jobs := make(chan *slot)
-	ordered := make(chan *slot, 2*workers)
+	ordered := make(chan *slot, queueDepth(workers))
 	g.Go(func() error {
 		defer close(jobs)
 		defer close(ordered)
@@ -67,10 +67,17 @@ func runOrdered[J any](ctx context.Context, n int64, workers int, work func(ctx 
 	return g.Wait()
 }
 
-// bufferPool hands out at most a fixed number of equal buffers; get
-// blocks until one is free. With one buffer per job that runOrdered can
-// hold (workers running plus 2*workers waiting), get never waits on a job
+// queueDepth is how many jobs runOrdered lets wait for delivery: enough
+// to keep the workers busy while deliver catches up.
+func queueDepth(workers int) int { return max(2, workers) }
+
+// jobBuffers is how many buffers a pool needs so that every job runOrdered
+// can hold (running or waiting) has one; then get never waits on a job
 // that cannot finish.
+func jobBuffers(workers int) int { return workers + queueDepth(workers) }
+
+// bufferPool hands out at most a fixed number of equal buffers; get
+// blocks until one is free.
 type bufferPool struct {
 	free chan []byte
 	size int

@@ -43,7 +43,7 @@ func Scan(ctx context.Context, d Disk, opt ScanOptions, fn func(off int64, p []b
 		n    int64
 		zero bool
 	}
-	pool := newBufferPool(3*workers, int(chunk))
+	pool := newBufferPool(jobBuffers(workers), int(chunk))
 	return runOrdered(ctx, (size+chunk-1)/chunk, workers,
 		func(ctx context.Context, _ int, i int64) (result, error) {
 			off := i * chunk
@@ -76,16 +76,25 @@ func Scan(ctx context.Context, d Disk, opt ScanOptions, fn func(off int64, p []b
 }
 
 func (opt ScanOptions) chunking() (chunk int64, workers int) {
+	workers = opt.Workers
+	if workers <= 0 {
+		// Past a few cores the reader of a single file gains little, and
+		// every worker holds a few chunks: memory must not grow with the
+		// machine either.
+		workers = min(runtime.GOMAXPROCS(0), maxWorkers)
+	}
 	chunk = opt.ChunkSize
 	if chunk <= 0 {
 		chunk = DefaultChunkSize
-	}
-	workers = opt.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
+		if workers > 4 {
+			chunk = DefaultChunkSize / 2 // still a multiple of every cluster size
+		}
 	}
 	return chunk, workers
 }
+
+// maxWorkers bounds the default parallelism.
+const maxWorkers = 8
 
 // readChunk reads p at off unless the chunk holds no data.
 func readChunk(d Disk, p []byte, off int64) (zero bool, err error) {
