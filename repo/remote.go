@@ -103,15 +103,15 @@ func (r *Repo) Import(ctx context.Context, src *Repo, six *index.Index, id diges
 			se := six.Images[cid]
 			e := *se
 			e.Legacy = nil
-			var parentBlob digest.Digest
+			var parentBlob, srcParentBlob digest.Digest
 			if se.Parent != "" {
 				pe, err := ix.Entry(se.Parent)
 				if err != nil {
 					return err
 				}
-				parentBlob = pe.Blob
+				parentBlob, srcParentBlob = pe.Blob, six.Images[se.Parent].Blob
 			}
-			blob, err := r.importBlob(ctx, src, se, parentBlob)
+			blob, err := r.importBlob(ctx, src, se, parentBlob, srcParentBlob)
 			if err != nil {
 				return fmt.Errorf("import %s: %w", index.ShortID(cid), err)
 			}
@@ -133,15 +133,17 @@ func (r *Repo) Import(ctx context.Context, src *Repo, six *index.Index, id diges
 }
 
 // importBlob puts the blob of entry se (in src) into r's store. A canga
-// blob keeps its bytes: linked, or copied and verified. A Cangallo file
-// names its parent as PARENTHEX.qcow2, so a copy of it gets the parent's
-// blob name as backing file, which makes it a new blob.
-func (r *Repo) importBlob(ctx context.Context, src *Repo, se *index.Entry, parentBlob digest.Digest) (cas.BlobInfo, error) {
+// blob keeps its bytes, linked or copied and verified, when its parent's
+// blob in r is the one it names. Otherwise (a Cangallo file names its
+// parent PARENTHEX.qcow2; r may hold the same parent image as other bytes,
+// say with another compression) a copy gets r's parent blob as backing
+// file, which makes it a new blob.
+func (r *Repo) importBlob(ctx context.Context, src *Repo, se *index.Entry, parentBlob, srcParentBlob digest.Digest) (cas.BlobInfo, error) {
 	p, err := src.BlobPath(se)
 	if err != nil {
 		return cas.BlobInfo{}, err
 	}
-	if se.Blob != "" {
+	if se.Blob != "" && parentBlob == srcParentBlob {
 		if info, err := r.Store.Stat(se.Blob); err == nil {
 			return info, nil
 		}
@@ -166,7 +168,7 @@ func (r *Repo) importBlob(ctx context.Context, src *Repo, se *index.Entry, paren
 		defer f.Close()
 		return r.Store.Ingest(ctx, f, se.Blob, se.BlobSize, nil)
 	}
-	// A Cangallo image: copy, then point it at its parent's new blob.
+	// Copy, then point the copy at its parent's blob in r.
 	tmp, err := r.Store.CreateTemp("import-*.qcow2")
 	if err != nil {
 		return cas.BlobInfo{}, err

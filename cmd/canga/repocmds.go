@@ -181,19 +181,33 @@ func (c *listCmd) Run(e *env) error {
 		names = []string{c.Repo}
 	}
 	items := []listItem{}
+	var broken []error
 	for _, name := range names {
 		r, err := h.Repo(name)
-		if err != nil {
-			return err
+		var ix *index.Index
+		if err == nil {
+			ix, err = r.Index()
 		}
-		ix, err := r.Index()
 		if err != nil {
-			return err
+			// One unusable repository (a tampered cache, a bad
+			// allowed_signers) must not hide the others.
+			broken = append(broken, err)
+			continue
 		}
 		for _, id := range ix.IDs() {
 			items = append(items, newListItem(r, ix, id))
 		}
 	}
+	if err := c.print(e, items); err != nil {
+		return err
+	}
+	if len(broken) > 0 {
+		return &exitError{code: 1, err: errors.Join(broken...)}
+	}
+	return nil
+}
+
+func (c *listCmd) print(e *env, items []listItem) error {
 	if c.JSON {
 		return writeJSON(e, items)
 	}
