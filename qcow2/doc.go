@@ -5,14 +5,24 @@
 // zero clusters, deflate ("zlib") and zstd compressed clusters, extended L2
 // entries with subclusters, and backing chains of qcow2 and raw files.
 //
-// Every number read from a file is checked before it is used, the way qemu
-// bounds them (an L1 table of at most 32 MiB, a refcount table of at most
-// 8 MiB, a header no longer than a cluster, a backing file name of at most
-// 1023 bytes) and, where it names a place in the file, against the file's
-// size. Nothing is allocated from an unchecked number, and bad input is an
-// error, never a panic.
+// Reading: every number read from a file is checked before it is used, the
+// way qemu bounds them (an L1 table of at most 32 MiB, a refcount table of
+// at most 8 MiB, a header no longer than a cluster, a backing file name of
+// at most 1023 bytes) and, where it names a place in the file, against the
+// file's size. Nothing is allocated from an unchecked number, and bad input
+// is an error, never a panic. [Image] and [Raw] implement [Disk]: an
+// [io.ReaderAt] over the guest-visible content that is safe for concurrent
+// use and that can describe which ranges hold data ([Disk.Extent]), so
+// callers skip I/O for holes. [OpenFile] opens an image with its backing
+// chain; [Scan] and [Digest] read a disk in order with parallel read-ahead
+// and decompression.
 //
-// [Image] and [Raw] implement [Disk]: an [io.ReaderAt] over the guest-visible
-// content that is safe for concurrent use and that can describe which ranges
-// hold data, so callers skip I/O for holes ([Disk.Extent]).
+// Checking: [Check] rebuilds the refcounts from the metadata and reports
+// what qemu-img check reports, with the same counts.
+//
+// Writing: [Convert] writes any [Disk] as a qcow2 version 3 image,
+// uncompressed or compressed (zlib, zstd) on all cores, or as a delta
+// against a base; [Create] writes an empty image; [SetBacking] rewrites the
+// backing file name in place (qemu-img rebase -u). Everything written
+// passes qemu-img check with no errors and no leaks.
 package qcow2
