@@ -42,6 +42,17 @@ func (h *Home) Repo(name string) (*Repo, error) {
 	return r, nil
 }
 
+// Opened returns the repositories this Home has opened so far.
+func (h *Home) Opened() []*Repo {
+	var out []*Repo
+	for _, rc := range h.Config.Repos {
+		if r, ok := h.repos[rc.Name]; ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // Resolve finds an image by name across the repositories (SPEC §4) and
 // returns its repository, index and ID.
 func (h *Home) Resolve(name string) (*Repo, *index.Index, digest.Digest, error) {

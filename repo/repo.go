@@ -21,6 +21,7 @@ import (
 
 	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/index"
+	"github.com/cangallo/canga/index/signing"
 	"github.com/cangallo/canga/qcow2"
 	"github.com/opencontainers/go-digest"
 )
@@ -38,7 +39,12 @@ var (
 type Repo struct {
 	Conf  index.RepoConfig
 	Store *cas.Store
+
+	changed bool // an Update wrote the index
 }
+
+// Changed reports whether this Repo wrote its index.
+func (r *Repo) Changed() bool { return r.changed }
 
 // Open opens a configured repository, creating its directory on first
 // use.
@@ -107,7 +113,27 @@ func (r *Repo) Update(ctx context.Context, fn func(ix *index.Index, lk *cas.Lock
 	if err := r.Store.WriteFileAtomic(IndexFile, data, 0o644); err != nil {
 		return fmt.Errorf("repository %s: %w", r.Name(), err)
 	}
+	r.changed = true
 	return nil
+}
+
+// StaleSignature reports whether a local repository's index.yaml.sig no
+// longer signs its index.yaml: a command changed the index after it was
+// signed, and remotes that require a signature will refuse it.
+func (r *Repo) StaleSignature() bool {
+	if r.Conf.Remote() {
+		return false
+	}
+	sig, err := os.ReadFile(filepath.Join(r.Dir(), IndexFile+".sig"))
+	if err != nil {
+		return false
+	}
+	data, err := os.ReadFile(filepath.Join(r.Dir(), IndexFile))
+	if err != nil {
+		return false
+	}
+	_, err = signing.CheckSignature(data, sig)
+	return err != nil
 }
 
 // BlobPath is where an image's blob is, or would be once pulled.

@@ -151,6 +151,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		return 2
 	}
 	e := &env{ctx: ctx, stdout: stdout, stderr: stderr, quiet: c.Quiet, home: c.Home}
+	defer e.warnStaleSignatures()
 	if err := kctx.Run(e); err != nil {
 		var ee *exitError
 		if errors.As(err, &ee) {
@@ -163,6 +164,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		return 1
 	}
 	return 0
+}
+
+// warnStaleSignatures tells the user when a command left a signed index
+// changed after its signature: remotes that require one will refuse it.
+func (e *env) warnStaleSignatures() {
+	if e.h == nil {
+		return
+	}
+	for _, r := range e.h.Opened() {
+		if r.Changed() && r.StaleSignature() {
+			e.notice("the index of repository %s changed since it was signed: run canga sign %s --key KEY", r.Name(), r.Name())
+		}
+	}
 }
 
 // exitSignal unwinds kong's exit (after --help or --version) through run.
