@@ -35,11 +35,11 @@ type AddOptions struct {
 type AddResult struct {
 	ID      digest.Digest
 	Entry   *index.Entry
-	Existed bool          // the image was there already; only the tag may have changed
+	Existed bool // the image was there already; only the tag may have changed
 	// Restored is set when the image was there but its blob was lost:
 	// the new blob takes its place.
 	Restored bool
-	Moved   digest.Digest // the image the tag was moved from, if it moved
+	Moved    digest.Digest // the image the tag was moved from, if it moved
 }
 
 // Add stores the disk image at file: one pass over it computes the image
