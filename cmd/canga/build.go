@@ -3,6 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/cangallo/canga/guestfs"
 	"github.com/cangallo/canga/index"
@@ -51,9 +54,12 @@ func (c *buildCmd) Run(e *env) error {
 	opts := guestfs.Options{
 		NoNetwork: c.NoNetwork,
 		Progress:  func(line string) { fmt.Fprintln(e.stderr, line) },
+		// The commands and password files live outside the repository:
+		// its .tmp/ belongs to gc, which removes what nobody holds.
+		TempDir: os.TempDir(),
 	}
 	if c.DryRun {
-		fmt.Fprint(e.stdout, guestfs.DryRun("OVERLAY.qcow2", plan, opts))
+		fmt.Fprint(e.stdout, guestfs.DryRun(filepath.Join(r.Dir(), ".tmp", "build-XXXXXX.qcow2"), plan, opts))
 		return nil
 	}
 	if err := guestfs.Preflight(plan, opts); err != nil {
@@ -75,6 +81,11 @@ func (c *buildCmd) Run(e *env) error {
 	}
 	e.notice("building on %s (%s) in %s", index.ShortID(parent), cf.Parent, tmp.Name())
 	if err := guestfs.Run(e.ctx, tmp.Name(), plan, opts); err != nil {
+		var te *guestfs.ToolError
+		if errors.As(err, &te) && !strings.Contains(err.Error(), "hint:") {
+			// Its output, the guest's error with it, has just streamed by.
+			return fmt.Errorf("build failed: %s: %v (its output is above)", te.Tool, te.Err)
+		}
 		return err
 	}
 	node, err := redactedCangafile(cf.Node())
