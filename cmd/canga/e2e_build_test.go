@@ -537,14 +537,14 @@ tasks:
       printf 'bld-%s-marker\n' guest-stderr >&2; exit 3
       touch /never
   - password: {user: root, password: not-reached}
-`, []string{"bld-guest-stderr-marker", "command exited with an error", "canga: guestfs: virt-customize failed"}},
+`, []string{"bld-guest-stderr-marker", "command exited with an error", "canga: build failed: virt-customize"}},
 		{"run false, older form", `parent: base:1
 files:
   - ctx /
 run:
   - "true"
   - "false"
-`, []string{"false: command exited with an error", "canga: guestfs: virt-customize failed"}},
+`, []string{"false: command exited with an error", "canga: build failed: virt-customize"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
