@@ -21,6 +21,10 @@ var (
 	errInflateCorrupt   = errors.New("corrupt deflate stream")
 	errInflateTruncated = errors.New("deflate stream ends before the cluster is full")
 	errInflateShort     = errors.New("deflate stream ends early: fewer bytes than a cluster")
+	// zlib, and so qemu, refuses a dynamic block without an end-of-block
+	// code even when the cluster fills before one is needed; Go's
+	// compress/flate does not. We side with qemu.
+	errInflateNoEOB = errors.New("corrupt deflate stream: a block without an end-of-block code")
 )
 
 // Table entries: payload<<16 | extra<<12 | flags | bit length.
@@ -384,7 +388,7 @@ func (f *inflater) dynamicTables(br *bitReader) ([]uint32, []uint32, error) {
 		return nil, nil, errInflateTruncated
 	}
 	if lens[256] == 0 {
-		return nil, nil, errInflateCorrupt // no end-of-block code
+		return nil, nil, errInflateNoEOB
 	}
 	n, err := buildTable(f.litlen[:], lens[:nlit], litlenTableBits, litlenEntry)
 	if err != nil {

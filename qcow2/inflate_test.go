@@ -80,7 +80,8 @@ func TestInflateMatchesStdlib(t *testing.T) {
 
 // FuzzInflate checks the decoder against the standard library on
 // arbitrary input: whatever the standard library decodes to a full
-// cluster, inflateCluster must decode to the same bytes; nothing panics.
+// cluster, inflateCluster must decode to the same bytes, unless zlib (the
+// decoder qemu uses) refuses the stream too; nothing panics.
 func FuzzInflate(f *testing.F) {
 	for _, s := range clusterSamples(4096) {
 		for _, level := range []int{0, -2, 1, 6, 9} {
@@ -99,7 +100,7 @@ func FuzzInflate(f *testing.F) {
 		got := make([]byte, n)
 		err := inflateCluster(got, src)
 		want := make([]byte, n)
-		if stdInflate(want, src) == nil {
+		if stdInflate(want, src) == nil && err != errInflateNoEOB {
 			if err != nil {
 				t.Fatalf("stdlib decodes, inflateCluster says %v", err)
 			}
