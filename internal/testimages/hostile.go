@@ -91,11 +91,11 @@ func Hostile(dir string) ([]Case, error) {
 		ps         []patch
 	}{
 		{"huge-l1-size", "l1_size", []patch{be32(offL1Size, 0xffffffff)}},
-		{"l1-past-eof", "past the end", []patch{be64(offL1Offset, 1 << 40)}},
+		{"l1-past-eof", "past the end", []patch{be64(offL1Offset, 1<<40)}},
 		{"l1-unaligned", "not cluster aligned", []patch{be64(offL1Offset, l1Off+8)}},
-		{"l2-past-eof", "past the end", []patch{be64(int(l1Off), 1<<63 | 1<<50)}},
-		{"l2-unaligned", "not cluster aligned", []patch{be64(int(l1Off), 1<<63 | 0x10200)}},
-		{"absurd-virtual-size", "virtual size", []patch{be64(offSize, 1<<63 - 1)}},
+		{"l2-past-eof", "past the end", []patch{be64(int(l1Off), 1<<63|1<<50)}},
+		{"l2-unaligned", "not cluster aligned", []patch{be64(int(l1Off), 1<<63|0x10200)}},
+		{"absurd-virtual-size", "virtual size", []patch{be64(offSize, 1<<63-1)}},
 		{"large-virtual-size", "virtual size", []patch{be64(offSize, 1<<50)}},
 		{"cluster-bits-8", "cluster_bits", []patch{be32(offClusterBits, 8)}},
 		{"cluster-bits-22", "cluster_bits", []patch{be32(offClusterBits, 22)}},
