@@ -7,15 +7,13 @@ import (
 	"io"
 	"sync"
 
-	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
 )
 
 // Decompressors are pooled: building one allocates tables and windows that
 // dwarf a cluster, and a scan decompresses thousands of clusters.
 var (
-	inflaters sync.Pool // io.ReadCloser implementing flate.Resetter
-	zstdPool  = sync.Pool{New: func() any {
+	zstdPool = sync.Pool{New: func() any {
 		d, err := zstd.NewReader(nil,
 			zstd.WithDecoderConcurrency(1),
 			zstd.WithDecoderLowmem(true),
@@ -52,22 +50,6 @@ func decompressCluster(typ uint8, dst, src []byte) error {
 type onlyReader struct{ r *bytes.Reader }
 
 func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
-
-func inflate(dst, src []byte) error {
-	br := bytes.NewReader(src)
-	var r io.ReadCloser
-	if v := inflaters.Get(); v != nil {
-		r = v.(io.ReadCloser)
-		if err := r.(flate.Resetter).Reset(br, nil); err != nil {
-			return err
-		}
-	} else {
-		r = flate.NewReader(br)
-	}
-	_, err := io.ReadFull(r, dst)
-	inflaters.Put(r)
-	return err
-}
 
 func unzstd(dst, src []byte) error {
 	v := zstdPool.Get()
