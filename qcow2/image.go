@@ -22,7 +22,6 @@ type l2Entry uint64
 func (e l2Entry) compressed() bool { return e&flagCompressed != 0 }
 func (e l2Entry) offset() int64    { return int64(e & offsetMask) }
 func (e l2Entry) zero() bool       { return e&flagZero != 0 }
-func (e l2Entry) copied() bool     { return e&flagCopied != 0 }
 
 // defaultCacheBytes bounds the L2 table cache of one image or chain: enough
 // for 256 GiB of guest data at 64 KiB clusters.

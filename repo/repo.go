@@ -30,10 +30,7 @@ import (
 const IndexFile = "index.yaml"
 
 // Errors callers branch on.
-var (
-	ErrNotPulled = errors.New("repo: image not downloaded")
-	ErrExists    = errors.New("repo: image already in the repository")
-)
+var ErrNotPulled = errors.New("repo: image not downloaded")
 
 // Repo is one repository: a local one, or the local cache of a remote.
 type Repo struct {

@@ -174,6 +174,15 @@ func writeAtomically(name string, write func(*os.File) error) (err error) {
 	return os.Rename(f.Name(), name)
 }
 
+// compression is what -c and --compression ask for: --compression names
+// the type and implies -c; -c alone means zlib, as with qemu-img.
+func compression(compress bool, name string) string {
+	if name == "" && compress {
+		return qcow2.CompressZlib
+	}
+	return name
+}
+
 type convertCmd struct {
 	Src         string          `arg:"" name:"SRC" help:"Source image (qcow2 with its backing chain, or raw)."`
 	Dst         string          `arg:"" name:"DST" help:"Output file."`
@@ -210,13 +219,7 @@ func (c *convertCmd) Run(e *env) error {
 		bar.done(err == nil)
 		return err
 	}
-	opt := qcow2.ConvertOptions{ClusterSize: cs, Progress: bar.set}
-	switch {
-	case c.Compression != "":
-		opt.Compression = c.Compression
-	case c.Compress:
-		opt.Compression = qcow2.CompressZlib
-	}
+	opt := qcow2.ConvertOptions{ClusterSize: cs, Progress: bar.set, Compression: compression(c.Compress, c.Compression)}
 	if c.Backing != "" {
 		name, path, err := e.backingFile(c.Backing, c.Dst)
 		if err != nil {

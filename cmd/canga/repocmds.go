@@ -439,10 +439,7 @@ func (c *exportCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	opt := repo.ExportOptions{Raw: c.Format == qcow2.FormatRaw, Compression: c.Compression}
-	if c.Compress && opt.Compression == "" {
-		opt.Compression = qcow2.CompressZlib
-	}
+	opt := repo.ExportOptions{Raw: c.Format == qcow2.FormatRaw, Compression: compression(c.Compress, c.Compression)}
 	if opt.Raw && opt.Compression != "" {
 		return errors.New("-c and --compression need a qcow2 output")
 	}
