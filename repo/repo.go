@@ -29,7 +29,7 @@ import (
 // IndexFile is the catalog's name in a repository.
 const IndexFile = "index.yaml"
 
-// Errors callers branch on.
+// ErrNotPulled means a blob of a remote image has not been downloaded yet.
 var ErrNotPulled = errors.New("repo: image not downloaded")
 
 // Repo is one repository: a local one, or the local cache of a remote.
