@@ -4,9 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/cangallo/canga/internal/atomicfile"
 )
 
 // WriteFileAtomic replaces the file name (relative to the repository
@@ -27,27 +28,44 @@ func (s *Store) WriteFileAtomic(name string, data []byte, perm fs.FileMode) erro
 	if _, err := tf.Write(data); err != nil {
 		return wrap("write", name, err)
 	}
-	// Chmod rather than create with perm: the umask must not decide the
-	// mode of a file that others read.
-	if err := tf.Chmod(perm.Perm()); err != nil {
-		return wrap("write", name, err)
+	return wrap("write", name, s.keep(tf, name, perm, false))
+}
+
+// KeepFile makes the temp file t, complete, the file name of the
+// repository (relative to its directory, outside blobs/ and .tmp/), with
+// permission perm, unless name exists: then the file there is kept, t is
+// dropped and the error matches [fs.ErrExist]. It is how files that are
+// not blobs but must appear as atomically enter a repository: the image
+// files of a Cangallo cache (HEX.qcow2 beside index.yaml), which are
+// named by image ID and checked by the caller. t is consumed in every
+// case.
+func (s *Store) KeepFile(t *TempFile, name string, perm fs.FileMode) error {
+	if t == nil {
+		return wrap("keep", name, errors.New("nil temp file"))
 	}
-	if err := tf.Sync(); err != nil {
-		return wrap("write", name, err)
+	defer t.Discard() // removes the temp name if it is still there
+	if err := checkName(name); err != nil {
+		return wrap("keep", name, err)
 	}
-	target := filepath.Join(s.dir, name)
-	tf.mu.Lock()
-	defer tf.mu.Unlock()
-	// Rename while the flock is held, so gc cannot take the temp file away.
-	if err := os.Rename(tf.Name(), target); err != nil {
-		return wrap("write", name, notWritable(err))
+	if t.s != s {
+		return wrap("keep", name, errors.New("temp file of another store"))
 	}
-	tf.done = true
-	err = syncDir(filepath.Dir(target))
-	if cerr := tf.File.Close(); err == nil {
-		err = cerr
+	return wrap("keep", name, s.keep(t, name, perm, true))
+}
+
+// keep publishes t as name, holding t's lock so that gc cannot take the
+// temp file away before the rename, and then releases t.
+func (s *Store) keep(t *TempFile, name string, perm fs.FileMode, noReplace bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		return ErrClosed
 	}
-	return wrap("write", name, err)
+	if err := atomicfile.Publish(t.File, filepath.Join(s.dir, name), perm, noReplace); err != nil {
+		return notWritable(err)
+	}
+	t.done = true
+	return t.File.Close()
 }
 
 // checkName keeps WriteFileAtomic inside the repository and off the parts

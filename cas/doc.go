@@ -11,14 +11,20 @@
 // # Atomicity
 //
 // Nothing becomes a blob before its bytes are hashed, checked against what the
-// caller expected, fsynced and made read-only. A blob appears by one rename
+// caller expected, fsynced and made read-only. There are four ways in, and
+// each checks size and digest (and the caller's [WithCheck] functions)
+// before the name exists: [Store.Ingest] of a stream, [Store.CommitFile]
+// of a temp file the caller filled, [Store.CopyFile] of a file elsewhere
+// on this machine (a copy-on-write clone where the file system has one,
+// never a hard link), and [Partial.Commit] of a download. A blob appears by one rename
 // (RENAME_NOREPLACE where the file system has it) from .tmp/ into
 // blobs/sha256/, followed by an fsync of the directory, so a crash at any
 // moment leaves either no blob or a complete, correct one. A blob that already
 // exists is success: equal names mean equal bytes. Every error path removes
 // its temp file, so a failed write (a digest mismatch, a full disk) leaves
 // neither a blob nor a temp file behind. [Store.WriteFileAtomic] gives
-// index.yaml the same temp-fsync-rename-fsync treatment.
+// index.yaml the same temp-fsync-rename-fsync treatment, and
+// [Store.KeepFile] the image files of a Cangallo cache.
 //
 // # Temp files and gc
 //

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/cangallo/canga/internal/atomicfile"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -67,7 +68,7 @@ func (s *Store) GC(ctx context.Context, lk *Lock, keep func(digest.Digest) bool)
 		rep.BytesFreed += b.Size
 	}
 	if removed {
-		if err := syncDir(s.blobDir()); err != nil {
+		if err := atomicfile.SyncDir(s.blobDir()); err != nil {
 			return rep, wrap("gc", s.dir, err)
 		}
 	}

@@ -11,8 +11,8 @@ import (
 	"os"
 	"sync"
 
+	"github.com/cangallo/canga/internal/atomicfile"
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 )
 
 // Big buffers: the data is disk images, and small writes (io.Copy's 32 KiB,
@@ -77,7 +77,7 @@ func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h hash.Hash, star
 // not read at all. The data goes to a temp file in .tmp/, hashed on the way,
 // and becomes a blob only when complete and checked; on any error the temp
 // file is removed.
-func (s *Store) Ingest(ctx context.Context, r io.Reader, expected digest.Digest, expectedSize int64, progress func(n int64)) (BlobInfo, error) {
+func (s *Store) Ingest(ctx context.Context, r io.Reader, expected digest.Digest, expectedSize int64, progress func(n int64), opts ...Option) (BlobInfo, error) {
 	subject := string(expected)
 	if expected != "" {
 		if err := ValidateDigest(expected); err != nil {
@@ -88,18 +88,12 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, expected digest.Digest,
 		return BlobInfo{}, wrap("ingest", subject, fmt.Errorf("invalid expected size %d", expectedSize))
 	}
 	if expected != "" {
-		fi, err := s.lstatBlob(expected)
-		if err == nil {
-			if expectedSize >= 0 && fi.Size() != expectedSize {
-				return BlobInfo{}, wrap("ingest", subject, &SizeMismatchError{Expected: expectedSize, Actual: fi.Size()})
+		info, ok, err := s.existing(expected, expectedSize, opts)
+		if ok || err != nil {
+			if err == nil && progress != nil {
+				progress(info.Size)
 			}
-			if progress != nil {
-				progress(fi.Size())
-			}
-			return BlobInfo{Digest: expected, Size: fi.Size(), Mode: fi.Mode().Perm()}, nil
-		}
-		if !errors.Is(err, ErrNotFound) {
-			return BlobInfo{}, wrap("ingest", subject, err)
+			return info, wrap("ingest", subject, err)
 		}
 	}
 	if r == nil {
@@ -123,6 +117,9 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, expected digest.Digest,
 	if expected != "" && actual != expected {
 		return BlobInfo{}, wrap("ingest", subject, &DigestMismatchError{Expected: expected, Actual: actual})
 	}
+	if err := runChecks(opts, tf.File, n); err != nil {
+		return BlobInfo{}, wrap("ingest", subject, err)
+	}
 	info, err := s.publishTemp(tf, actual, n)
 	if err != nil {
 		return BlobInfo{}, wrap("ingest", string(actual), err)
@@ -135,71 +132,94 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, expected digest.Digest,
 // temp name is gone, renamed or removed, whatever the outcome.
 func (s *Store) publish(f *os.File, d digest.Digest, size int64) (BlobInfo, error) {
 	tmp := f.Name()
-	fail := func(err error) (BlobInfo, error) {
-		// Remove before Close: while we hold the flock nobody else acts on it.
-		_ = os.Remove(tmp) // best effort: the error being returned matters more
-		_ = f.Close()
-		return BlobInfo{}, err
-	}
-	// Read-only before the rename, so that no crash can leave a writable blob.
-	if err := f.Chmod(blobPerm); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
 	target := s.blobPath(d)
-	// Renaming while the flock is still held keeps gc from taking the temp
-	// file away between Close and rename.
-	err := renameNoReplace(tmp, target)
+	// Read-only before the rename, so that no crash can leave a writable
+	// blob; renamed while the flock is still held, so that gc cannot take
+	// the temp file away between Close and rename; never over an existing
+	// blob, which may be in use by a VM.
+	err := atomicfile.Publish(f, target, blobPerm, true)
 	if errors.Is(err, fs.ErrExist) {
-		// Someone stored the same bytes first. Keeping theirs (instead of
-		// replacing it) leaves a blob that is in use by a VM untouched.
+		// Someone stored the same bytes first: equal names, equal bytes.
 		fi, lerr := os.Lstat(target)
-		if lerr != nil {
-			return fail(lerr)
+		if lerr == nil && !fi.Mode().IsRegular() {
+			lerr = fmt.Errorf("%s exists and is not a regular file", target)
 		}
-		if !fi.Mode().IsRegular() {
-			return fail(fmt.Errorf("%s exists and is not a regular file", target))
-		}
-		if err := os.Remove(tmp); err != nil {
-			_ = f.Close()
-			return BlobInfo{}, err
-		}
-		if err := f.Close(); err != nil {
+		rerr := os.Remove(tmp)
+		cerr := f.Close()
+		if err := errors.Join(lerr, rerr, cerr); err != nil {
 			return BlobInfo{}, err
 		}
 		return BlobInfo{Digest: d, Size: fi.Size(), Mode: fi.Mode().Perm()}, nil
 	}
 	if err != nil {
-		return fail(notWritable(err))
+		if _, serr := os.Lstat(tmp); serr == nil {
+			// Not renamed: remove before Close, while the flock keeps gc
+			// off the name.
+			_ = os.Remove(tmp) // best effort: err is what the caller needs
+		}
+		_ = f.Close()
+		// A failure after the rename is the durability of the directory,
+		// which the caller must hear too; the blob's bytes were checked.
+		return BlobInfo{}, notWritable(err)
 	}
-	err = syncDir(s.blobDir())
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		// The blob is in place and its bytes were fsynced and checked; what
-		// failed is the durability of the rename, which the caller must hear.
+	if err := f.Close(); err != nil {
 		return BlobInfo{}, err
 	}
 	return BlobInfo{Digest: d, Size: size, Mode: blobPerm}, nil
 }
 
-// renameNoReplace renames old to new unless new exists (fs.ErrExist).
-// RENAME_NOREPLACE makes the check and the rename one step; file systems
-// without it get a check-then-rename, which is still correct here because a
-// blob that appears in between has the same bytes.
-func renameNoReplace(old, new string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, old, unix.AT_FDCWD, new, unix.RENAME_NOREPLACE)
-	if err == nil {
-		return nil
+// existing checks a blob the store already has against what a write
+// expects of it: its size and the options' checks. ok is false when the
+// blob is not there.
+func (s *Store) existing(d digest.Digest, size int64, opts []Option) (info BlobInfo, ok bool, err error) {
+	fi, err := s.lstatBlob(d)
+	if errors.Is(err, ErrNotFound) {
+		return BlobInfo{}, false, nil
 	}
-	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.ENOTSUP) {
-		if _, serr := os.Lstat(new); serr == nil {
-			return &os.LinkError{Op: "rename", Old: old, New: new, Err: unix.EEXIST}
+	if err != nil {
+		return BlobInfo{}, false, err
+	}
+	if size >= 0 && fi.Size() != size {
+		return BlobInfo{}, true, &SizeMismatchError{Expected: size, Actual: fi.Size()}
+	}
+	if len(opts) > 0 {
+		f, err := s.openBlob(d)
+		if err != nil {
+			return BlobInfo{}, true, err
 		}
-		return os.Rename(old, new)
+		defer f.Close() // read-only
+		if err := runChecks(opts, f, fi.Size()); err != nil {
+			return BlobInfo{}, true, fmt.Errorf("stored blob %s: %w", d, err)
+		}
 	}
-	return &os.LinkError{Op: "rename", Old: old, New: new, Err: err}
+	return BlobInfo{Digest: d, Size: fi.Size(), Mode: fi.Mode().Perm()}, true, nil
+}
+
+// Option adds a requirement to a write into the store.
+type Option func(*options)
+
+type options struct {
+	checks []func(ra io.ReaderAt, size int64) error
+}
+
+// WithCheck has a write call check with the blob's complete bytes, hashed
+// and found as expected, before the blob is published (or, when it is
+// already stored, with the stored blob): an error refuses it, and a new
+// blob is removed. It says what a digest cannot: that a blob from another
+// repository is a qcow2 file naming the right backing file, say.
+func WithCheck(check func(ra io.ReaderAt, size int64) error) Option {
+	return func(o *options) { o.checks = append(o.checks, check) }
+}
+
+func runChecks(opts []Option, ra io.ReaderAt, size int64) error {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	for _, check := range o.checks {
+		if err := check(ra, size); err != nil {
+			return err
+		}
+	}
+	return nil
 }

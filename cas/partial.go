@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -170,41 +169,86 @@ func (p *Partial) Reset() error {
 	return nil
 }
 
+// ReadAt reads bytes the partial already holds: b must lie below
+// [Partial.Offset]. They are the bytes that were hashed, so a caller may
+// check a blob's header from them before fetching the rest.
+func (p *Partial) ReadAt(b []byte, off int64) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done {
+		return 0, wrap("read partial", string(p.expected), ErrClosed)
+	}
+	if off < 0 || off+int64(len(b)) > p.off {
+		return 0, wrap("read partial", string(p.expected), fmt.Errorf("bytes %d+%d lie beyond the %d downloaded", off, len(b), p.off))
+	}
+	return p.f.ReadAt(b, off)
+}
+
+// Append writes r to the end of the partial, hashing it, and returns the
+// number of bytes added; progress, if not nil, hears the bytes of the blob
+// held so far, Offset included. Data that would run past the expected size
+// is not written: the error is a [*SizeMismatchError] and, since the
+// source is not the blob, the partial is removed and released. A local
+// write error (a full disk) does the same. An error of r or of ctx keeps
+// the partial open, with everything that arrived before it: the caller may
+// Append the rest from a new reader at Offset, or Close to leave it to a
+// later attempt.
+func (p *Partial) Append(ctx context.Context, r io.Reader, progress func(n int64)) (int64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done {
+		return 0, wrap("append partial", string(p.expected), ErrClosed)
+	}
+	n, err := p.appendLocked(ctx, r, progress)
+	return n, wrap("append partial", string(p.expected), err)
+}
+
+func (p *Partial) appendLocked(ctx context.Context, r io.Reader, progress func(n int64)) (int64, error) {
+	n, err := copyHashed(ctx, p.f, r, p.h, p.off, p.size, progress)
+	p.off += n
+	var serr *sourceError
+	if err == nil || errors.As(err, &serr) || errors.Is(err, ctx.Err()) {
+		return n, err
+	}
+	p.done = true
+	return n, p.remove(err)
+}
+
 // Commit appends r (the rest of the blob, from Offset on; nil means nothing
-// more) and, at the end of r, checks size and digest and stores the blob.
-// progress, if not nil, receives the number of bytes of the blob done so far,
-// Offset included.
+// more), then checks size, digest and the options' checks, and stores the
+// blob. progress, if not nil, receives the number of bytes of the blob done
+// so far, Offset included.
 //
 // The Partial is released in every case. What happens to the file depends on
 // the failure: an error of r, a cancelled ctx or data that ended short of
 // expectedSize keep it for a later OpenPartial; data longer than expected, a
-// digest mismatch and local write errors (a full disk) remove it.
-func (p *Partial) Commit(ctx context.Context, r io.Reader, progress func(n int64)) (BlobInfo, error) {
+// digest mismatch, a refusal by a check and local write errors (a full disk)
+// remove it.
+func (p *Partial) Commit(ctx context.Context, r io.Reader, progress func(n int64), opts ...Option) (BlobInfo, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	subject := string(p.expected)
 	if p.done {
 		return BlobInfo{}, wrap("commit partial", subject, ErrClosed)
 	}
+	if r != nil {
+		if _, err := p.appendLocked(ctx, r, progress); err != nil {
+			if !p.done {
+				p.done = true
+				err = p.keep(err)
+			}
+			return BlobInfo{}, wrap("commit partial", subject, err)
+		}
+	}
 	p.done = true
-	if r == nil {
-		r = strings.NewReader("")
-	}
-	n, err := copyHashed(ctx, p.f, r, p.h, p.off, p.size, progress)
-	p.off += n
-	var serr *sourceError
-	switch {
-	case err == nil:
-	case errors.As(err, &serr) || errors.Is(err, ctx.Err()):
-		return BlobInfo{}, wrap("commit partial", subject, p.keep(err))
-	default:
-		return BlobInfo{}, wrap("commit partial", subject, p.remove(err))
-	}
 	if p.size >= 0 && p.off != p.size {
 		return BlobInfo{}, wrap("commit partial", subject, p.keep(&SizeMismatchError{Expected: p.size, Actual: p.off}))
 	}
 	if actual := digest.NewDigest(digest.SHA256, p.h); actual != p.expected {
 		return BlobInfo{}, wrap("commit partial", subject, p.remove(&DigestMismatchError{Expected: p.expected, Actual: actual}))
+	}
+	if err := runChecks(opts, p.f, p.off); err != nil {
+		return BlobInfo{}, wrap("commit partial", subject, p.remove(err))
 	}
 	info, err := p.s.publish(p.f, p.expected, p.off)
 	return info, wrap("commit partial", subject, err)

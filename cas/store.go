@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 
+	"github.com/cangallo/canga/internal/atomicfile"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -107,7 +108,7 @@ func (s *Store) ensureLayout() error {
 		p := filepath.Join(s.dir, rel)
 		err := os.Mkdir(p, dirPerm)
 		if err == nil {
-			if err := syncDir(filepath.Dir(p)); err != nil {
+			if err := atomicfile.SyncDir(filepath.Dir(p)); err != nil {
 				return err
 			}
 			continue
@@ -319,21 +320,5 @@ func (s *Store) Remove(d digest.Digest) error {
 		}
 		return wrap("remove", string(d), notWritable(err))
 	}
-	return wrap("remove", string(d), syncDir(s.blobDir()))
-}
-
-// syncDir makes renames and unlinks in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
+	return wrap("remove", string(d), atomicfile.SyncDir(s.blobDir()))
 }

@@ -118,11 +118,11 @@ func (s *Store) publishTemp(t *TempFile, d digest.Digest, size int64) (BlobInfo,
 
 // CommitFile hashes t from its first byte to its end (whatever its current
 // offset), checks the digest against expected if expected is not empty,
-// and makes it the blob of that digest. t is consumed in every case: on
+// runs the options' checks, and makes it the blob of that digest. t is consumed in every case: on
 // success it is the blob (or was removed because the blob already existed),
 // on error it is removed, so a mismatch stores nothing and leaves nothing.
 // progress, if not nil, receives the number of bytes hashed so far.
-func (s *Store) CommitFile(ctx context.Context, t *TempFile, expected digest.Digest, progress func(n int64)) (BlobInfo, error) {
+func (s *Store) CommitFile(ctx context.Context, t *TempFile, expected digest.Digest, progress func(n int64), opts ...Option) (BlobInfo, error) {
 	if t == nil {
 		return BlobInfo{}, wrap("commit", "", errors.New("nil temp file"))
 	}
@@ -154,6 +154,9 @@ func (s *Store) CommitFile(ctx context.Context, t *TempFile, expected digest.Dig
 	actual := digest.NewDigest(digest.SHA256, h)
 	if expected != "" && actual != expected {
 		return fail(&DigestMismatchError{Expected: expected, Actual: actual})
+	}
+	if err := runChecks(opts, t.File, n); err != nil {
+		return fail(err)
 	}
 	t.done = true
 	info, err := s.publish(t.File, actual, n)

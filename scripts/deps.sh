@@ -11,6 +11,8 @@ want qemu-img qemu-utils
 want qemu-io qemu-utils
 want mkfs.ext4 e2fsprogs
 want debugfs e2fsprogs
+want filefrag e2fsprogs
+want mkfs.btrfs btrfs-progs
 want ssh-keygen openssh-client
 want python3 python3
 want curl curl
