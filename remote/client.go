@@ -24,7 +24,6 @@ const (
 	DefaultBaseDelay    = 500 * time.Millisecond
 	DefaultMaxDelay     = 30 * time.Second
 	DefaultStallTimeout = 60 * time.Second
-	DefaultParallel     = 4
 )
 
 // Client downloads from remote repositories. The zero value works, with
@@ -49,8 +48,6 @@ type Client struct {
 	// has arrived for that long. There is no overall timeout: a blob may
 	// take hours on a slow link.
 	StallTimeout time.Duration
-	// Parallel bounds the blobs [Client.PullChain] downloads at once.
-	Parallel int
 }
 
 // NewClient returns a Client that identifies itself as canga/version.
@@ -76,7 +73,7 @@ func NewHTTPClient() *http.Client {
 		ResponseHeaderTimeout: 60 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConnsPerHost:   DefaultParallel * 2,
+		MaxIdleConnsPerHost:   8, // parallel downloads of a chain
 		DisableCompression:    true,
 		// Bodies are read in chunks of a MiB; a bigger buffer than the
 		// default 4 KiB saves system calls on the headers and small files.
@@ -116,13 +113,6 @@ func (c *Client) stallTimeout() time.Duration {
 		return c.StallTimeout
 	}
 	return DefaultStallTimeout
-}
-
-func (c *Client) parallel() int {
-	if c.Parallel > 0 {
-		return c.Parallel
-	}
-	return DefaultParallel
 }
 
 // delay is the wait before attempt number attempt+1 (attempt >= 1).

@@ -4,39 +4,23 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-
-	"github.com/opencontainers/go-digest"
 )
 
 // Sentinel errors. Every error of this package wraps one of them, or an
-// error of the packages it builds on (cas, index, signing, qcow2), so that
-// callers branch with errors.Is.
+// error of net/http or the context, so that callers branch with errors.Is.
 var (
-	// ErrNotFound: the server answered 404 (or 410) for a file that must
-	// exist: index.yaml, or a blob the index lists.
+	// ErrNotFound: the server answered 404 (or 410).
 	ErrNotFound = errors.New("remote: not found")
 	// ErrHTTP is matched by every [*StatusError].
 	ErrHTTP = errors.New("remote: unexpected HTTP status")
-	// ErrTooLarge: the server sent more than the bound for a file
-	// (index.MaxIndexSize for index.yaml, signing.MaxSignatureSize for its
-	// signature, the size the index gives for a blob).
+	// ErrTooLarge: a file holds more than the caller's bound.
 	ErrTooLarge = errors.New("remote: response too large")
 	// ErrProtocol: the server answered in a way a correct static server
-	// never does (a Content-Range that is not the one asked for, an
-	// encoding applied to the bytes).
+	// never does (a Content-Range that is not the one asked for, a length
+	// that is not the file's, an encoding applied to the bytes).
 	ErrProtocol = errors.New("remote: bad server response")
-	// ErrRefused: a downloaded blob is not acceptable in a repository: not
-	// qcow2, or it names a backing file other than its parent's blob, or
-	// uses an external data file. A remote must never make canga or qemu
-	// open a host file.
-	ErrRefused = errors.New("remote: blob refused")
-	// ErrImageIDMismatch is matched by every [*ImageIDMismatchError].
-	ErrImageIDMismatch = errors.New("remote: image ID mismatch")
 	// ErrBadURL: a base URL or a path relative to it is unusable.
 	ErrBadURL = errors.New("remote: bad URL")
-	// ErrNoIndex: the local cache of a remote has no index.yaml (never
-	// fetched).
-	ErrNoIndex = errors.New("remote: no index fetched")
 	// errStalled: no byte arrived for Client.StallTimeout.
 	errStalled = errors.New("remote: transfer stalled")
 )
@@ -70,21 +54,6 @@ func (e *StatusError) transient() bool {
 	}
 	return e.Status >= 500 && e.Status <= 599
 }
-
-// ImageIDMismatchError reports a Cangallo image whose content does not
-// hash to its image ID. It matches [ErrImageIDMismatch].
-type ImageIDMismatchError struct {
-	URL      string // where the image came from
-	Expected digest.Digest
-	Actual   digest.Digest
-}
-
-func (e *ImageIDMismatchError) Error() string {
-	return fmt.Sprintf("remote: image ID mismatch: expected %s, the content hashes to %s", e.Expected, e.Actual)
-}
-
-// Is makes errors.Is(err, ErrImageIDMismatch) true.
-func (e *ImageIDMismatchError) Is(target error) bool { return target == ErrImageIDMismatch }
 
 // transferError marks a failure of the connection while a body was being
 // read: the download can go on from where it stopped.

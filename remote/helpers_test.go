@@ -2,27 +2,20 @@ package remote
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/cangallo/canga/cas"
-	"github.com/opencontainers/go-digest"
 )
 
 // need fails the test when an external tool is missing: these tests use
@@ -36,18 +29,6 @@ func need(t testing.TB, tools ...string) {
 	}
 }
 
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, stderr.String())
-	}
-	return string(out)
-}
-
 // testClient retries fast, so that tests of failures do not wait.
 func testClient() *Client {
 	c := NewClient("test")
@@ -55,176 +36,6 @@ func testClient() *Client {
 	c.MaxDelay = 50 * time.Millisecond
 	c.MaxAttempts = 3
 	return c
-}
-
-func sha256File(t testing.TB, path string) digest.Digest {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(h.Sum(nil)))
-}
-
-// sha256sum asks coreutils, an oracle independent of this package.
-func sha256sum(t testing.TB, path string) string {
-	t.Helper()
-	out := run(t, "sha256sum", path)
-	return strings.Fields(out)[0]
-}
-
-// imageID computes an image ID the way SPEC §1 says anyone can:
-// qemu-img convert -O raw, then sha256sum.
-func imageID(t testing.TB, img string) digest.Digest {
-	t.Helper()
-	raw := filepath.Join(t.TempDir(), "out.raw")
-	run(t, "qemu-img", "convert", "-O", "raw", img, raw)
-	return digest.Digest("sha256:" + sha256sum(t, raw))
-}
-
-// qemuWrite writes a pattern into an image with qemu-io, so that images
-// differ and deltas hold data.
-func qemuWrite(t testing.TB, img string, pattern byte, off, length int64) {
-	t.Helper()
-	run(t, "qemu-io", "-f", "qcow2", "-c", fmt.Sprintf("write -P 0x%02x %d %d", pattern, off, length), img)
-}
-
-// image is one image of a test repository.
-type image struct {
-	id, blob digest.Digest
-	size     int64
-	parent   *image
-	vsize    int64
-}
-
-func (im *image) hex() string { return im.blob.Encoded() }
-
-// repo builds a version 1 repository directory: blobs made by qemu-img,
-// named by their sha256, with backing names that are the parent's HEX.
-type repo struct {
-	t      testing.TB
-	dir    string
-	images []*image
-}
-
-func newRepo(t testing.TB) *repo {
-	t.Helper()
-	need(t, "qemu-img", "qemu-io", "sha256sum")
-	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return &repo{t: t, dir: dir}
-}
-
-func (r *repo) blobDir() string { return filepath.Join(r.dir, "blobs", "sha256") }
-
-// add makes an image of 4 MiB with a pattern at some offset, a delta of
-// parent if not nil.
-func (r *repo) add(parent *image, pattern byte, off int64) *image {
-	t := r.t
-	t.Helper()
-	tmp := filepath.Join(r.blobDir(), fmt.Sprintf("new-%d.qcow2", len(r.images)))
-	args := []string{"create", "-q", "-f", "qcow2"}
-	if parent != nil {
-		args = append(args, "-b", parent.hex(), "-F", "qcow2")
-	}
-	args = append(args, tmp, "4M")
-	run(t, "qemu-img", args...)
-	qemuWrite(t, tmp, pattern, off, 64<<10)
-	im := &image{parent: parent, vsize: 4 << 20}
-	im.id = imageID(t, tmp)
-	im.blob = digest.Digest("sha256:" + sha256sum(t, tmp))
-	fi, err := os.Stat(tmp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im.size = fi.Size()
-	if err := os.Rename(tmp, filepath.Join(r.blobDir(), im.hex())); err != nil {
-		t.Fatal(err)
-	}
-	r.images = append(r.images, im)
-	return im
-}
-
-// addFile puts an arbitrary file in the repository as an image's blob.
-func (r *repo) addFile(path string, parent *image, id digest.Digest) *image {
-	t := r.t
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im := &image{parent: parent, id: id, vsize: 4 << 20}
-	im.blob = digest.FromBytes(b)
-	im.size = int64(len(b))
-	if err := os.WriteFile(filepath.Join(r.blobDir(), im.hex()), b, 0o444); err != nil {
-		t.Fatal(err)
-	}
-	r.images = append(r.images, im)
-	return im
-}
-
-// writeIndex writes a version 1 index of every image, with comments and
-// odd spacing that a byte-exact fetch must keep.
-func (r *repo) writeIndex() []byte {
-	t := r.t
-	t.Helper()
-	var b strings.Builder
-	b.WriteString("# a hand-written index: comments and   odd spacing stay\nversion: 1\nimages:\n")
-	imgs := append([]*image(nil), r.images...)
-	sort.Slice(imgs, func(i, j int) bool { return imgs[i].id < imgs[j].id })
-	for _, im := range imgs {
-		fmt.Fprintf(&b, "  %s:    # image\n", im.id)
-		fmt.Fprintf(&b, "    blob:   %s\n", im.blob)
-		fmt.Fprintf(&b, "    blob-size: %d\n", im.size)
-		if im.parent != nil {
-			fmt.Fprintf(&b, "    parent: %s\n", im.parent.id)
-		}
-		fmt.Fprintf(&b, "    virtual-size: %d\n", im.vsize)
-		b.WriteString("    description: \"test image ✓\"\n")
-	}
-	b.WriteString("tags: {}\n")
-	data := []byte(b.String())
-	if err := os.WriteFile(filepath.Join(r.dir, IndexFile), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
-// keys makes an ed25519 key pair with ssh-keygen and an allowed_signers
-// file naming it.
-type keys struct {
-	priv, allowed string
-}
-
-func newKeys(t testing.TB, principal string) keys {
-	t.Helper()
-	need(t, "ssh-keygen")
-	dir := t.TempDir()
-	priv := filepath.Join(dir, "id")
-	run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", principal, "-f", priv)
-	pub, err := os.ReadFile(priv + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	allowed := filepath.Join(dir, "allowed_signers")
-	if err := os.WriteFile(allowed, []byte(principal+" "+string(pub)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return keys{priv: priv, allowed: allowed}
-}
-
-// sign signs dir/index.yaml into dir/index.yaml.sig with ssh-keygen.
-func (k keys) sign(t testing.TB, dir string) {
-	t.Helper()
-	os.Remove(filepath.Join(dir, SigFile))
-	run(t, "ssh-keygen", "-q", "-Y", "sign", "-f", k.priv, "-n", "canga-index", filepath.Join(dir, IndexFile))
 }
 
 // freePort returns a port nobody listens on (at the time of asking).
@@ -327,45 +138,6 @@ func (l *reqLog) all() []loggedReq {
 	return append([]loggedReq(nil), l.reqs...)
 }
 
-// blobsIn lists the blobs of a store.
-func blobsIn(t testing.TB, s *cas.Store) []cas.BlobInfo {
-	t.Helper()
-	infos, junk, err := s.List(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(junk) > 0 {
-		t.Fatalf("junk in the store: %v", junk)
-	}
-	return infos
-}
-
-// tmpEntries lists what is left in a store's .tmp/.
-func tmpEntries(t testing.TB, s *cas.Store) []string {
-	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(s.Dir(), ".tmp"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names
-}
-
-func newStore(t testing.TB) *cas.Store {
-	t.Helper()
-	s, err := cas.Init(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func readFile(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -373,4 +145,37 @@ func readFile(t testing.TB, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func writeFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// randomBytes is deterministic pseudo-random data.
+func randomBytes(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
+	_, _ = r.Read(b)
+	return b
+}
+
+// staticRepo lays out the files of a static repository (SPEC §2) in a
+// temp dir: an index, and one blob of random bytes named by its digest.
+// The transport knows nothing of what the files mean.
+func staticRepo(t testing.TB, blobSize int) (dir, blobHex string, blob, idx []byte) {
+	t.Helper()
+	dir = t.TempDir()
+	blob = randomBytes(uint64(blobSize), blobSize)
+	sum := sha256.Sum256(blob)
+	blobHex = hex.EncodeToString(sum[:])
+	idx = []byte("version: 1\nimages: {}\n")
+	writeFile(t, filepath.Join(dir, IndexFile), idx)
+	writeFile(t, filepath.Join(dir, BlobPath(blobHex)), blob)
+	return dir, blobHex, blob, idx
 }

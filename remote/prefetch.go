@@ -1,12 +1,13 @@
 package remote
 
 import (
+	"errors"
 	"io"
 	"sync"
 )
 
 // prefetchChunk is the unit of read-ahead. It matches the chunks that cas
-// writes and hashes, so that each Read of cas takes one whole chunk.
+// writes and hashes, so that each of its Reads takes one whole chunk.
 const prefetchChunk = 1 << 20
 
 // prefetchDepth is how many chunks may wait, filled, for the consumer.
@@ -81,8 +82,12 @@ func (p *prefetcher) Read(b []byte) (int, error) {
 			p.free <- p.cur.b[:cap(p.cur.b)]
 			p.cur.b = nil
 		}
-		c := <-p.full
-		p.cur, p.curOff, p.err = c, 0, c.err
+		select {
+		case c := <-p.full:
+			p.cur, p.curOff, p.err = c, 0, c.err
+		case <-p.stop:
+			p.cur, p.curOff, p.err = chunk{}, 0, errClosed
+		}
 	}
 	n := copy(b, p.cur.b[p.curOff:])
 	p.curOff += n
@@ -91,6 +96,9 @@ func (p *prefetcher) Read(b []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// errClosed ends a Read that was waiting when Close was called.
+var errClosed = errors.New("remote: stream closed")
 
 // Close stops the read-ahead and waits for its goroutine. The caller
 // closes the underlying body first, or at the same time, so that a Read

@@ -20,6 +20,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// The files of a static repository (SPEC §2), as served and fetched.
+const (
+	IndexFile = "index.yaml"
+	SigFile   = "index.yaml.sig"
+)
+
+// BlobPath is where a blob is, relative to a repository's base URL.
+func BlobPath(hex string) string { return "blobs/sha256/" + hex }
+
 // Handler serves the repository directory dir read-only over HTTP, as a
 // remote that canga (or anything else) pulls from (SPEC §2, §5 "serve").
 //

@@ -26,30 +26,28 @@ type serveRepo struct {
 }
 
 func newServeRepo(t *testing.T) serveRepo {
-	r := newRepo(t)
-	im := r.add(nil, 0x11, 0)
-	idx := r.writeIndex()
-	writeFile(t, filepath.Join(r.dir, SigFile), []byte("-----BEGIN SSH SIGNATURE-----\n"))
+	dir, blobHex, blob, idx := staticRepo(t, 3<<20)
+	writeFile(t, filepath.Join(dir, SigFile), []byte("-----BEGIN SSH SIGNATURE-----\n"))
 	for _, d := range []string{".tmp", "blobs/sha256/" + strings.Repeat("d", 64)} {
-		if err := os.MkdirAll(filepath.Join(r.dir, d), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	writeFile(t, filepath.Join(r.dir, ".tmp", "partial-"+im.hex()), []byte("secret work in progress"))
-	writeFile(t, filepath.Join(r.dir, ".lock"), []byte("123\n"))
-	bd := r.blobDir()
+	writeFile(t, filepath.Join(dir, ".tmp", "partial-"+blobHex), []byte("secret work in progress"))
+	writeFile(t, filepath.Join(dir, ".lock"), []byte("123\n"))
+	bd := filepath.Join(dir, "blobs", "sha256")
 	// A symbolic link with a blob's name, to a file of the host.
 	if err := os.Symlink("/etc/passwd", filepath.Join(bd, strings.Repeat("a", 64))); err != nil {
 		t.Fatal(err)
 	}
 	// ... and to a blob inside the repository: not followed either.
-	if err := os.Symlink(im.hex(), filepath.Join(bd, strings.Repeat("b", 64))); err != nil {
+	if err := os.Symlink(blobHex, filepath.Join(bd, strings.Repeat("b", 64))); err != nil {
 		t.Fatal(err)
 	}
 	if err := syscall.Mkfifo(filepath.Join(bd, strings.Repeat("c", 64)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return serveRepo{dir: r.dir, blobHex: im.hex(), blob: readFile(t, filepath.Join(bd, im.hex())), index: idx}
+	return serveRepo{dir: dir, blobHex: blobHex, blob: blob, index: idx}
 }
 
 func TestHandlerRanges(t *testing.T) {
@@ -250,7 +248,7 @@ func TestServeGraceful(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("Serve: %v", err)
 	}
-	ib, _, err := testClient().FetchIndex(context.Background(), "http://"+addr.String())
+	ib, err := testClient().Get(context.Background(), "http://"+addr.String(), IndexFile, 1<<20)
 	if err != nil || string(ib) != string(sr.index) {
 		t.Fatalf("fetch from Serve: %v", err)
 	}

@@ -1,0 +1,305 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// cutServer serves dir like Handler does, except that the requests
+// listed in plan (numbered from 1) get the action given there instead.
+type cutServer struct {
+	dir  string
+	log  reqLog
+	mu   sync.Mutex
+	n    int
+	plan map[int]func(w http.ResponseWriter, r *http.Request, data []byte)
+}
+
+func (s *cutServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.log.add(r)
+	s.mu.Lock()
+	s.n++
+	act := s.plan[s.n]
+	s.mu.Unlock()
+	if act == nil {
+		Handler(s.dir).ServeHTTP(w, r)
+		return
+	}
+	data, err := os.ReadFile(filepath.Join(s.dir, strings.TrimPrefix(r.URL.Path, "/")))
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	act(w, r, data)
+}
+
+// cutAt sends the whole length in Content-Length and n bytes of data
+// (from the start, whatever Range asked), then drops the connection.
+func cutAt(n func(size int) int) func(w http.ResponseWriter, r *http.Request, data []byte) {
+	return func(w http.ResponseWriter, r *http.Request, data []byte) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(data[:n(len(data))])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // closes the connection, as a crash would
+	}
+}
+
+// stallAt sends half and then nothing until the client gives up.
+func stallAt(w http.ResponseWriter, r *http.Request, data []byte) {
+	w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(data[:len(data)/2])
+	w.(http.Flusher).Flush()
+	<-r.Context().Done()
+}
+
+// wholeIgnoringRange answers every request with 200 and the whole file,
+// as python's http.server does.
+func wholeIgnoringRange(w http.ResponseWriter, r *http.Request, data []byte) {
+	w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(data)
+}
+
+func half(size int) int { return size / 2 }
+
+type plan = map[int]func(http.ResponseWriter, *http.Request, []byte)
+
+// readAll opens the blob from off and reads it to the end.
+func readAll(t *testing.T, c *Client, url, blobHex string, off, size int64) ([]byte, error) {
+	t.Helper()
+	s, err := c.Open(context.Background(), url, BlobPath(blobHex), off, size)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return io.ReadAll(s)
+}
+
+func TestOpen(t *testing.T) {
+	dir, blobHex, blob, _ := staticRepo(t, 3<<20+5)
+	size := int64(len(blob))
+	blobPath := "/" + BlobPath(blobHex)
+	from := func(off int64) string { return fmt.Sprintf("bytes=%d-", off) }
+
+	for _, srv := range servers {
+		t.Run("whole and from an offset/"+srv.name, func(t *testing.T) {
+			url := srv.start(t, dir)
+			for _, off := range []int64{0, 1, size / 3, size - 1, size} {
+				for _, sz := range []int64{size, -1} {
+					got, err := readAll(t, testClient(), url, blobHex, off, sz)
+					if err != nil || !bytes.Equal(got, blob[off:]) {
+						t.Fatalf("off %d size %d: %d bytes, err %v", off, sz, len(got), err)
+					}
+				}
+			}
+			s, err := testClient().Open(context.Background(), url, BlobPath(blobHex), 0, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Size() != size {
+				t.Fatalf("Size %d, want the server's %d", s.Size(), size)
+			}
+			s.Close()
+		})
+	}
+
+	cases := []struct {
+		name string
+		plan plan
+		off  int64
+		c    func() *Client
+		want []loggedReq
+	}{
+		{"cut, resumed with Range", plan{1: cutAt(half)}, 0, testClient,
+			[]loggedReq{{blobPath, ""}, {blobPath, from(size / 2)}}},
+		{"cut twice", plan{1: cutAt(half), 2: cutAt(func(int) int { return 0 })}, 0, testClient,
+			[]loggedReq{{blobPath, ""}, {blobPath, from(size / 2)}, {blobPath, from(size / 2)}}},
+		{"server ignores Range: bytes skipped", plan{1: wholeIgnoringRange}, 1000, testClient,
+			[]loggedReq{{blobPath, from(1000)}}},
+		{"cut, then Range ignored", plan{1: cutAt(half), 2: wholeIgnoringRange}, 0, testClient,
+			[]loggedReq{{blobPath, ""}, {blobPath, from(size / 2)}}},
+		{"stalled transfer", plan{1: stallAt}, 0, func() *Client {
+			c := testClient()
+			c.StallTimeout = 300 * time.Millisecond
+			return c
+		}, []loggedReq{{blobPath, ""}, {blobPath, from(size / 2)}}},
+		{"503 then fine", plan{1: func(w http.ResponseWriter, r *http.Request, _ []byte) {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}}, 0, testClient, []loggedReq{{blobPath, ""}, {blobPath, ""}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := &cutServer{dir: dir, plan: tc.plan}
+			hs := httptest.NewServer(srv)
+			defer hs.Close()
+			got, err := readAll(t, tc.c(), hs.URL, blobHex, tc.off, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, blob[tc.off:]) {
+				t.Fatalf("read %d bytes that differ from the file's", len(got))
+			}
+			if fmt.Sprint(srv.log.all()) != fmt.Sprint(tc.want) {
+				t.Fatalf("requests:\n got %v\nwant %v", srv.log.all(), tc.want)
+			}
+		})
+	}
+
+	bad := []struct {
+		name string
+		act  func(w http.ResponseWriter, r *http.Request, data []byte)
+		want error
+	}{
+		{"wrong Content-Range", func(w http.ResponseWriter, r *http.Request, data []byte) {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", len(data)-1, len(data)))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(data)
+		}, ErrProtocol},
+		{"416 with another size", func(w http.ResponseWriter, r *http.Request, data []byte) {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", len(data)/4))
+			w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+		}, ErrProtocol},
+		{"200 with a longer Content-Length", func(w http.ResponseWriter, r *http.Request, data []byte) {
+			w.Header().Set("Content-Length", fmt.Sprint(len(data)+10))
+			w.WriteHeader(http.StatusOK)
+			w.Write(append(data, make([]byte, 10)...))
+		}, ErrProtocol},
+		{"200 with a shorter Content-Length", func(w http.ResponseWriter, r *http.Request, data []byte) {
+			w.Header().Set("Content-Length", fmt.Sprint(len(data)-10))
+			w.WriteHeader(http.StatusOK)
+			w.Write(data[:len(data)-10])
+		}, ErrProtocol},
+		{"more bytes than the file's, chunked", func(w http.ResponseWriter, r *http.Request, data []byte) {
+			w.WriteHeader(http.StatusOK)
+			w.Write(data)
+			w.Write([]byte("trailing junk"))
+		}, ErrProtocol},
+		{"404", func(w http.ResponseWriter, r *http.Request, data []byte) { http.NotFound(w, r) }, ErrNotFound},
+		{"403", func(w http.ResponseWriter, r *http.Request, data []byte) { w.WriteHeader(http.StatusForbidden) }, ErrHTTP},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			// Request 1 is cut, so that request 2 asks for a range.
+			srv := &cutServer{dir: dir, plan: plan{1: cutAt(half), 2: tc.act}}
+			hs := httptest.NewServer(srv)
+			defer hs.Close()
+			_, err := readAll(t, testClient(), hs.URL, blobHex, 0, size)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			if n := len(srv.log.all()); n != 2 {
+				t.Fatalf("%d requests, want 2 (no retry of a permanent failure)", n)
+			}
+		})
+	}
+
+	t.Run("gives up after MaxAttempts without progress", func(t *testing.T) {
+		down := func(w http.ResponseWriter, r *http.Request, _ []byte) { w.WriteHeader(http.StatusBadGateway) }
+		srv := &cutServer{dir: dir, plan: plan{1: down, 2: down, 3: down, 4: down}}
+		hs := httptest.NewServer(srv)
+		defer hs.Close()
+		_, err := readAll(t, testClient(), hs.URL, blobHex, 0, size)
+		if !errors.Is(err, ErrHTTP) || !strings.Contains(err.Error(), "gave up after 3 attempts") {
+			t.Fatalf("got %v", err)
+		}
+	})
+
+	t.Run("cancel stops a stalled read", func(t *testing.T) {
+		srv := &cutServer{dir: dir, plan: plan{1: stallAt}}
+		hs := httptest.NewServer(srv)
+		defer hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		s, err := testClient().Open(ctx, hs.URL, BlobPath(blobHex), 0, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		_, err = io.Copy(io.Discard, s)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("got %v, want the context's error", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("cancel took %v", d)
+		}
+	})
+
+	t.Run("close stops a stalled read", func(t *testing.T) {
+		srv := &cutServer{dir: dir, plan: plan{1: stallAt}}
+		hs := httptest.NewServer(srv)
+		defer hs.Close()
+		s, err := testClient().Open(context.Background(), hs.URL, BlobPath(blobHex), 0, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = io.Copy(io.Discard, s)
+		}()
+		time.Sleep(100 * time.Millisecond)
+		s.Close()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close did not end the read")
+		}
+	})
+
+	t.Run("bad paths", func(t *testing.T) {
+		for _, rel := range []string{"../etc/passwd", "blobs/../x", "/abs", "a//b", "blobs/sha256/%2e%2e"} {
+			if _, err := testClient().Open(context.Background(), "http://127.0.0.1:1/", rel, 0, -1); !errors.Is(err, ErrBadURL) {
+				t.Errorf("%q: %v", rel, err)
+			}
+		}
+		for _, base := range []string{"ftp://x/", "file:///etc/", "http:///x"} {
+			if _, err := testClient().Open(context.Background(), base, "index.yaml", 0, -1); !errors.Is(err, ErrBadURL) {
+				t.Errorf("%q: %v", base, err)
+			}
+		}
+	})
+}
+
+func TestGet(t *testing.T) {
+	dir, _, _, idx := staticRepo(t, 1000)
+	for _, srv := range servers {
+		t.Run(srv.name, func(t *testing.T) {
+			url := srv.start(t, dir)
+			got, err := testClient().Get(context.Background(), url, IndexFile, 1<<20)
+			if err != nil || !bytes.Equal(got, idx) {
+				t.Fatalf("got %q, %v", got, err)
+			}
+			if _, err := testClient().Get(context.Background(), url, SigFile, 1<<20); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("missing file: %v", err)
+			}
+			if _, err := testClient().Get(context.Background(), url, IndexFile, int64(len(idx)-1)); !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("file over the limit: %v", err)
+			}
+		})
+	}
+	t.Run("content encoding", func(t *testing.T) {
+		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(idx)
+		}))
+		defer hs.Close()
+		if _, err := testClient().Get(context.Background(), hs.URL, IndexFile, 1<<20); !errors.Is(err, ErrProtocol) {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
