@@ -4,8 +4,8 @@
 //     read-only compatibility with Cangallo's version 0 index;
 //   - the image graph held by an index: parents, chains, children, tags;
 //   - names (SPEC §4): [Index.Lookup] inside one repository and [Resolve]
-//     across the configured repositories;
-//   - CANGA_HOME and config.yaml (SPEC §3): [LoadConfig].
+//     across repositories given in search order (package config lists
+//     them, package repo opens them).
 //
 // The package never touches blobs and takes no repository lock: the caller
 // loads and saves index.yaml under the lock of package cas, and uses this
@@ -53,10 +53,4 @@
 // full ID, then a unique prefix; the first repository that resolves the
 // name wins. "REPO:NAME" for a configured REPO falls back to the whole
 // string as a name when REPO does not have NAME.
-//
-// Config (see [LoadConfig]): unknown keys are errors (a misspelt
-// allowed_signers must not silently turn signature checks off), except
-// Cangallo's type: local|remote; a repository without path lives in
-// HOME/NAME; two repositories may not share a path; url must be http or
-// https; a missing default_repo means "default".
 package index

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/cangallo/canga/internal/yamlnode"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -29,9 +30,6 @@ var (
 	// ErrHasChildren: an image cannot be removed while other images use it
 	// as their parent.
 	ErrHasChildren = errors.New("index: image has children")
-	// ErrConfig: config.yaml is malformed or names things that do not
-	// exist.
-	ErrConfig = errors.New("index: invalid config")
 )
 
 // ParseError reports why [Parse] rejected a document, and where.
@@ -129,28 +127,6 @@ func (e *HasChildrenError) Error() string {
 
 func (e *HasChildrenError) Is(target error) bool { return target == ErrHasChildren }
 
-// ConfigError reports a malformed config.yaml. It matches [ErrConfig].
-type ConfigError struct {
-	File string
-	Line int // 0 when unknown
-	Msg  string
-}
-
-func (e *ConfigError) Error() string {
-	if e.Line > 0 {
-		return fmt.Sprintf("index: config %s: line %d: %s", e.File, e.Line, e.Msg)
-	}
-	return fmt.Sprintf("index: config %s: %s", e.File, e.Msg)
-}
-
-func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
-
 // quote quotes s for an error message, cut short: the string may come from
 // a hostile document and need not be echoed in full.
-func quote(s string) string {
-	const max = 80
-	if len(s) > max {
-		return fmt.Sprintf("%q…", s[:max])
-	}
-	return fmt.Sprintf("%q", s)
-}
+func quote(s string) string { return yamlnode.Quote(s) }

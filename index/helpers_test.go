@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cangallo/canga/internal/yamlnode"
 	"github.com/opencontainers/go-digest"
 	"gopkg.in/yaml.v3"
 )
@@ -65,7 +66,7 @@ func yamlText(t testing.TB, n *yaml.Node) string {
 	if n == nil {
 		return "<nil>"
 	}
-	out, err := encodeYAML(n)
+	out, err := yamlnode.Encode(n)
 	if err != nil {
 		t.Fatalf("encode: %v", err)
 	}

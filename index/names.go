@@ -50,7 +50,7 @@ type IndexFunc func(repo string) (*Index, error)
 
 // Resolve finds an image across repositories (SPEC §4). repos lists the
 // configured repositories in search order, the default first (see
-// [Config.SearchOrder]).
+// [github.com/cangallo/canga/config.Config.SearchOrder]).
 //
 //   - "REPO:NAME" where REPO is in repos looks NAME up in REPO only. If
 //     REPO has no such image, the whole string is then tried as a name in

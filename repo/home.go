@@ -5,20 +5,21 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/cangallo/canga/config"
 	"github.com/cangallo/canga/index"
 	"github.com/opencontainers/go-digest"
 )
 
 // Home is CANGA_HOME: the configuration and its repositories.
 type Home struct {
-	Config *index.Config
+	Config *config.Config
 	repos  map[string]*Repo
 }
 
 // OpenHome loads (creating on first use) the configuration of home, which
-// is resolved as by [index.Home].
+// is resolved as by [config.Home].
 func OpenHome(home string) (*Home, error) {
-	cfg, err := index.LoadConfig(home)
+	cfg, err := config.Load(home)
 	if err != nil {
 		return nil, err
 	}
@@ -53,8 +54,9 @@ func (h *Home) Opened() []*Repo {
 	return out
 }
 
-// Resolve finds an image by name across the repositories (SPEC §4) and
-// returns its repository, index and ID.
+// Resolve finds an image by name across the repositories (SPEC §4), in
+// the configuration's search order, and returns its repository, index
+// and ID.
 func (h *Home) Resolve(name string) (*Repo, *index.Index, digest.Digest, error) {
 	indexes := map[string]*index.Index{}
 	get := func(repo string) (*index.Index, error) {
@@ -72,7 +74,7 @@ func (h *Home) Resolve(name string) (*Repo, *index.Index, digest.Digest, error) 
 		indexes[repo] = ix
 		return ix, nil
 	}
-	repoName, id, err := h.Config.Resolve(name, get)
+	repoName, id, err := index.Resolve(name, h.Config.SearchOrder(), get)
 	if err != nil {
 		return nil, nil, "", err
 	}

@@ -20,6 +20,7 @@ import (
 	"strings"
 
 	"github.com/cangallo/canga/cas"
+	"github.com/cangallo/canga/config"
 	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/index/signing"
 	"github.com/cangallo/canga/qcow2"
@@ -34,7 +35,7 @@ var ErrNotPulled = errors.New("repo: image not downloaded")
 
 // Repo is one repository: a local one, or the local cache of a remote.
 type Repo struct {
-	Conf  index.RepoConfig
+	Conf  config.Repo
 	Store *cas.Store
 
 	changed bool // an Update wrote the index
@@ -45,7 +46,7 @@ func (r *Repo) Changed() bool { return r.changed }
 
 // Open opens a configured repository, creating its directory on first
 // use.
-func Open(conf index.RepoConfig) (*Repo, error) {
+func Open(conf config.Repo) (*Repo, error) {
 	s, err := cas.Open(conf.Path)
 	if errors.Is(err, cas.ErrNotFound) {
 		s, err = cas.Init(conf.Path)

@@ -228,14 +228,48 @@ func damage(t *testing.T, path string, fn func(b []byte, cs uint64, refblock uin
 	}
 }
 
+// checkImage is a small qcow2 image made by qemu-img, with data, a
+// zeroed cluster and unallocated space.
+func checkImage(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "i.qcow2")
+	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "16M")
+	qemuIO(t, p, "write -P 1 0 256k", "write -P 2 1M 64k", "write -z 2M 64k")
+	return p
+}
+
+// leakedImage is checkImage with one leak and nothing else wrong: a
+// cluster appended to the file with refcount 1 and no user.
+func leakedImage(t *testing.T) string {
+	t.Helper()
+	p := checkImage(t)
+	damage(t, p, func(b []byte, cs, refblock uint64) []byte {
+		end := (uint64(len(b)) + cs - 1) &^ (cs - 1)
+		b = append(b, make([]byte, end+cs-uint64(len(b)))...)
+		binary.BigEndian.PutUint16(b[refblock+2*(end/cs):], 1)
+		return b
+	})
+	return p
+}
+
+// corruptImage is checkImage with its first data cluster's refcount set
+// to 0 while an L2 entry uses it.
+func corruptImage(t *testing.T) string {
+	t.Helper()
+	p := checkImage(t)
+	damage(t, p, func(b []byte, cs, refblock uint64) []byte {
+		l1 := binary.BigEndian.Uint64(b[40:])
+		l2 := be64At(t, b, l1) & 0x00fffffffffffe00
+		data := be64At(t, b, l2) & 0x00fffffffffffe00
+		binary.BigEndian.PutUint16(b[refblock+2*(data/cs):], 0)
+		return b
+	})
+	return p
+}
+
 // check's exit status and counts are qemu-img check's.
 func TestCheckAgreesWithQemu(t *testing.T) {
-	mk := func(t *testing.T) string {
-		p := filepath.Join(t.TempDir(), "i.qcow2")
-		sh(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "16M")
-		qemuIO(t, p, "write -P 1 0 256k", "write -P 2 1M 64k", "write -z 2M 64k")
-		return p
-	}
+	mk := checkImage
 	tests := []struct {
 		name  string
 		exit  int
@@ -248,30 +282,8 @@ func TestCheckAgreesWithQemu(t *testing.T) {
 			sh(t, "qemu-img", "convert", "-c", "-O", "qcow2", baseRaw(t), p)
 			return p
 		}},
-		{"leaked-cluster", 3, func(t *testing.T) string {
-			// A cluster appended to the file with refcount 1 and no user.
-			p := mk(t)
-			damage(t, p, func(b []byte, cs, refblock uint64) []byte {
-				end := (uint64(len(b)) + cs - 1) &^ (cs - 1)
-				b = append(b, make([]byte, end+cs-uint64(len(b)))...)
-				binary.BigEndian.PutUint16(b[refblock+2*(end/cs):], 1)
-				return b
-			})
-			return p
-		}},
-		{"corrupt", 2, func(t *testing.T) string {
-			// The first data cluster's refcount set to 0 while an L2
-			// entry uses it.
-			p := mk(t)
-			damage(t, p, func(b []byte, cs, refblock uint64) []byte {
-				l1 := binary.BigEndian.Uint64(b[40:])
-				l2 := be64At(t, b, l1) & 0x00fffffffffffe00
-				data := be64At(t, b, l2) & 0x00fffffffffffe00
-				binary.BigEndian.PutUint16(b[refblock+2*(data/cs):], 0)
-				return b
-			})
-			return p
-		}},
+		{"leaked-cluster", 3, leakedImage},
+		{"corrupt", 2, corruptImage},
 		{"raw", 63, func(t *testing.T) string { return baseRaw(t) }},
 	}
 	for _, tc := range tests {
@@ -519,6 +531,9 @@ func TestHelp(t *testing.T) {
 	}
 }
 
+// A command line canga cannot parse exits 1 with a "canga: " message
+// (SPEC §5, as qemu-img does), whatever is wrong with it, and touches
+// nothing.
 func TestUsageErrors(t *testing.T) {
 	home := t.TempDir()
 	for _, args := range [][]string{
@@ -526,6 +541,8 @@ func TestUsageErrors(t *testing.T) {
 		{"frobnicate"},
 		{"--frobnicate"},
 		{"list", "--frobnicate"},
+		{"check"},
+		{"check", "a", "b"},
 		{"digest"},
 		{"info"},
 		{"info", "a", "b"},
@@ -538,8 +555,47 @@ func TestUsageErrors(t *testing.T) {
 	} {
 		r := canga(t, home, args...)
 		requireCleanFailure(t, r)
-		if r.code == 0 {
-			continue
+		if r.code != 1 {
+			t.Errorf("usage error: exit %d, want 1\n%v", r.code, r)
+		}
+	}
+	if names := dirNames(t, home); len(names) != 0 {
+		t.Errorf("a usage error wrote into CANGA_HOME: %v", names)
+	}
+}
+
+// Exit statuses (SPEC §5): 1 for any error, usage errors included; 2 and
+// 3 only from check, for a corrupt image and for one with leaks only.
+// qemu-img check gives the images their verdicts.
+func TestExitStatus(t *testing.T) {
+	home := t.TempDir()
+	corrupt, leaked := corruptImage(t), leakedImage(t)
+	for p, want := range map[string]int{corrupt: 2, leaked: 3} {
+		if code, _, stderr := qemuCheck(t, p); code != want {
+			t.Fatalf("qemu-img check %s: exit %d, want %d\n%s", p, code, want, stderr)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"no arguments", nil, 1},
+		{"unknown command", []string{"frobnicate"}, 1},
+		{"unknown flag", []string{"--frobnicate"}, 1},
+		{"unknown flag of a command", []string{"check", "--frobnicate", leaked}, 1},
+		{"check without FILE", []string{"check"}, 1},
+		{"check of a missing file", []string{"check", filepath.Join(t.TempDir(), "missing.qcow2")}, 1},
+		{"check of a corrupt image", []string{"check", corrupt}, 2},
+		{"check of an image with leaks only", []string{"check", leaked}, 3},
+	} {
+		r := canga(t, home, tc.args...)
+		requireNoPanic(t, r)
+		if r.code != tc.want {
+			t.Errorf("%s: exit %d, want %d\n%v", tc.name, r.code, tc.want, r)
+		}
+		if tc.want == 1 && !strings.HasPrefix(r.stderr, "canga: ") {
+			t.Errorf("%s: stderr does not start with \"canga: \"\n%v", tc.name, r)
 		}
 	}
 }

@@ -23,7 +23,8 @@ var (
 )
 
 // exitError carries an exit status other than 1, for commands whose
-// status means something (check: 2 corrupt, 3 leaks).
+// status means something (check: 2 corrupt, 3 leaks). Every other error,
+// a usage error included, exits 1.
 type exitError struct {
 	code int
 	err  error // nil: the command already said what it had to
@@ -147,8 +148,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
+		// A usage error is an error like any other (SPEC §5, as qemu-img
+		// does): 2 and 3 belong to check, where they mean corrupt and
+		// leaks only.
 		fmt.Fprintf(stderr, "canga: %v\n", err)
-		return 2
+		return 1
 	}
 	e := &env{ctx: ctx, stdout: stdout, stderr: stderr, quiet: c.Quiet, home: c.Home}
 	defer e.warnStaleSignatures()

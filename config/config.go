@@ -1,4 +1,4 @@
-package index
+package config
 
 import (
 	"errors"
@@ -11,35 +11,32 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/opencontainers/go-digest"
+	"github.com/cangallo/canga/internal/yamlnode"
 	"gopkg.in/yaml.v3"
 )
 
 const (
 	// HomeEnv names the environment variable that overrides the home.
 	HomeEnv = "CANGA_HOME"
-	// ConfigFile is the name of the configuration file in the home.
-	ConfigFile = "config.yaml"
+	// FileName is the name of the configuration file in the home.
+	FileName = "config.yaml"
 	// defaultHome is the home when neither --home nor CANGA_HOME is set.
 	defaultHome = "~/.cangallo"
 	// maxConfigSize bounds config.yaml: it is small and hand-written.
 	maxConfigSize = 1 << 20
 )
 
-// ErrExists is returned when adding a repository whose name is taken.
-var ErrExists = errors.New("index: already exists")
-
 // Config is CANGA_HOME/config.yaml (SPEC §3).
 type Config struct {
-	Home        string       // absolute
-	File        string       // absolute path of config.yaml
-	DefaultRepo string       // always the name of one of Repos
-	Repos       []RepoConfig // in the order of the file
+	Home        string // absolute
+	File        string // absolute path of config.yaml
+	DefaultRepo string // always the name of one of Repos
+	Repos       []Repo // in the order of the file
 }
 
-// RepoConfig is one configured repository. Paths are absolute, with "~"
+// Repo is one configured repository. Paths are absolute, with "~"
 // expanded and relative paths taken from the home.
-type RepoConfig struct {
+type Repo struct {
 	Name string
 	Path string // the repository, or a remote's local cache
 	URL  string // a remote's base URL; empty for a local repository
@@ -49,11 +46,11 @@ type RepoConfig struct {
 }
 
 // Remote reports whether the repository is the local cache of a remote.
-func (r RepoConfig) Remote() bool { return r.URL != "" }
+func (r Repo) Remote() bool { return r.URL != "" }
 
-// RepoSpec is a repository as written in config.yaml, for [Config.AddRepo]:
+// Spec is a repository as written in config.yaml, for [Config.AddRepo]:
 // paths may use "~" or be relative to the home.
-type RepoSpec struct {
+type Spec struct {
 	Path           string // empty: HOME/NAME
 	URL            string
 	AllowedSigners string
@@ -70,49 +67,49 @@ func Home(dir string) (string, error) {
 	}
 	dir, err := expandTilde(dir)
 	if err != nil {
-		return "", fmt.Errorf("index: home %s: %w", dir, err)
+		return "", fmt.Errorf("config: home %s: %w", dir, err)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return "", fmt.Errorf("index: home %s: %w", dir, err)
+		return "", fmt.Errorf("config: home %s: %w", dir, err)
 	}
 	return abs, nil
 }
 
-// LoadConfig reads HOME/config.yaml, home as for [Home]. On first use,
+// Load reads HOME/config.yaml, home as for [Home]. On first use,
 // when the file does not exist, it creates the home (0755) and a config
 // with the default repository (SPEC §3). An existing file that cannot be
 // read is an error, never replaced. The repository directories are not
 // created here.
-func LoadConfig(home string) (*Config, error) {
+func Load(home string) (*Config, error) {
 	home, err := Home(home)
 	if err != nil {
 		return nil, err
 	}
-	file := filepath.Join(home, ConfigFile)
-	data, err := readConfig(file)
+	file := filepath.Join(home, FileName)
+	data, err := readFile(file)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := createDefaultConfig(home, file); err != nil {
 			return nil, err
 		}
-		data, err = readConfig(file)
+		data, err = readFile(file)
 	}
 	if err != nil {
 		return nil, err
 	}
-	c, _, err := parseConfig(home, file, data)
+	c, _, err := parse(home, file, data)
 	return c, err
 }
 
-func readConfig(file string) ([]byte, error) {
+func readFile(file string) ([]byte, error) {
 	f, err := os.Open(file)
 	if err != nil {
-		return nil, fmt.Errorf("index: config %s: %w", file, pathErr(err))
+		return nil, fmt.Errorf("config: %s: %w", file, pathErr(err))
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("index: config %s: %w", file, pathErr(err))
+		return nil, fmt.Errorf("config: %s: %w", file, pathErr(err))
 	}
 	if len(data) > maxConfigSize {
 		return nil, &ConfigError{File: file, Msg: fmt.Sprintf("larger than %d bytes", maxConfigSize)}
@@ -174,7 +171,7 @@ func yamlScalar(s string) string {
 
 func createDefaultConfig(home, file string) error {
 	if err := os.MkdirAll(home, 0o755); err != nil {
-		return fmt.Errorf("index: home %s: %w", home, pathErr(err))
+		return fmt.Errorf("config: home %s: %w", home, pathErr(err))
 	}
 	return writeFileAtomic(file, []byte(defaultConfig(home)), false)
 }
@@ -186,11 +183,11 @@ func writeFileAtomic(file string, data []byte, replace bool) (err error) {
 	dir := filepath.Dir(file)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("index: config %s: %w", file, pathErr(err))
+		return fmt.Errorf("config: %s: %w", file, pathErr(err))
 	}
 	defer os.Remove(tmp.Name())
 	fail := func(err error) error {
-		return fmt.Errorf("index: config %s: %w", file, pathErr(err))
+		return fmt.Errorf("config: %s: %w", file, pathErr(err))
 	}
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
@@ -268,9 +265,9 @@ func repoNameProblem(name string) string {
 	return ""
 }
 
-// parseConfig reads config.yaml; it also returns the document, which
+// parse reads config.yaml; it also returns the document, which
 // AddRepo edits so that comments survive.
-func parseConfig(home, file string, data []byte) (c *Config, doc *yaml.Node, err error) {
+func parse(home, file string, data []byte) (c *Config, doc *yaml.Node, err error) {
 	fail := func(n *yaml.Node, format string, args ...any) error {
 		line := 0
 		if n != nil {
@@ -283,23 +280,23 @@ func parseConfig(home, file string, data []byte) (c *Config, doc *yaml.Node, err
 			c, doc, err = nil, nil, fail(nil, "YAML parser failed: %v", r)
 		}
 	}()
-	root, line, err := decodeOne(data)
+	root, line, err := yamlnode.DecodeOne(data)
 	if err != nil {
 		return nil, nil, &ConfigError{File: file, Line: line, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
 	// Checking the keys also refuses duplicates and non-scalar keys.
-	if _, err := cleanNode(root, newBudget(0)); err != nil {
+	if _, err := yamlnode.Clean(root, yamlnode.NewBudget(0)); err != nil {
 		return nil, nil, fail(root, "%v", err)
 	}
-	root, _ = deref(root)
+	root, _ = yamlnode.Deref(root)
 	if root.Kind != yaml.MappingNode {
 		return nil, nil, fail(root, "want a mapping with default_repo and repos")
 	}
 	c = &Config{Home: home, File: file}
 	var defaultN, reposN *yaml.Node
 	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, _ := deref(root.Content[i])
-		v, _ := deref(root.Content[i+1])
+		k, _ := yamlnode.Deref(root.Content[i])
+		v, _ := yamlnode.Deref(root.Content[i+1])
 		switch k.Value {
 		case "default_repo":
 			defaultN = v
@@ -309,7 +306,7 @@ func parseConfig(home, file string, data []byte) (c *Config, doc *yaml.Node, err
 			return nil, nil, fail(k, "unknown key %s (want default_repo, repos)", quote(k.Value))
 		}
 	}
-	if reposN == nil || isNull(reposN) {
+	if reposN == nil || yamlnode.IsNull(reposN) {
 		return nil, nil, fail(root, "no repos")
 	}
 	if reposN.Kind != yaml.MappingNode {
@@ -317,8 +314,8 @@ func parseConfig(home, file string, data []byte) (c *Config, doc *yaml.Node, err
 	}
 	paths := map[string]string{}
 	for i := 0; i+1 < len(reposN.Content); i += 2 {
-		k, _ := deref(reposN.Content[i])
-		v, _ := deref(reposN.Content[i+1])
+		k, _ := yamlnode.Deref(reposN.Content[i])
+		v, _ := yamlnode.Deref(reposN.Content[i+1])
 		if why := repoNameProblem(k.Value); why != "" {
 			return nil, nil, fail(k, "repository name %s: %s", quote(k.Value), why)
 		}
@@ -337,7 +334,7 @@ func parseConfig(home, file string, data []byte) (c *Config, doc *yaml.Node, err
 	}
 	c.DefaultRepo = "default"
 	if defaultN != nil {
-		if defaultN.Kind != yaml.ScalarNode || isNull(defaultN) {
+		if defaultN.Kind != yaml.ScalarNode || yamlnode.IsNull(defaultN) {
 			return nil, nil, fail(defaultN, "default_repo: want a repository name")
 		}
 		c.DefaultRepo = defaultN.Value
@@ -352,13 +349,13 @@ func parseConfig(home, file string, data []byte) (c *Config, doc *yaml.Node, err
 	return c, root, nil
 }
 
-func parseRepo(home, name string, v *yaml.Node, fail func(*yaml.Node, string, ...any) error) (RepoConfig, error) {
-	r := RepoConfig{Name: name}
-	if !isNull(v) && v.Kind != yaml.MappingNode {
+func parseRepo(home, name string, v *yaml.Node, fail func(*yaml.Node, string, ...any) error) (Repo, error) {
+	r := Repo{Name: name}
+	if !yamlnode.IsNull(v) && v.Kind != yaml.MappingNode {
 		return r, fail(v, "repos.%s: want a mapping with path, url, allowed_signers", name)
 	}
 	text := func(n *yaml.Node, key string) (string, error) {
-		if n.Kind != yaml.ScalarNode || n.Value == "" || isNull(n) {
+		if n.Kind != yaml.ScalarNode || n.Value == "" || yamlnode.IsNull(n) {
 			return "", fail(n, "repos.%s.%s: want a non-empty string", name, key)
 		}
 		return n.Value, nil
@@ -378,8 +375,8 @@ func parseRepo(home, name string, v *yaml.Node, fail func(*yaml.Node, string, ..
 		return filepath.Clean(p), nil
 	}
 	for i := 0; i+1 < len(v.Content); i += 2 {
-		k, _ := deref(v.Content[i])
-		val, _ := deref(v.Content[i+1])
+		k, _ := yamlnode.Deref(v.Content[i])
+		val, _ := yamlnode.Deref(v.Content[i+1])
 		var err error
 		switch k.Value {
 		case "path":
@@ -425,24 +422,24 @@ func checkURL(s string) error {
 	return nil
 }
 
-func (c *Config) repo(name string) (RepoConfig, bool) {
+func (c *Config) repo(name string) (Repo, bool) {
 	for _, r := range c.Repos {
 		if r.Name == name {
 			return r, true
 		}
 	}
-	return RepoConfig{}, false
+	return Repo{}, false
 }
 
 // Repo returns the configured repository name, or the default one when
 // name is empty.
-func (c *Config) Repo(name string) (RepoConfig, error) {
+func (c *Config) Repo(name string) (Repo, error) {
 	if name == "" {
 		name = c.DefaultRepo
 	}
 	r, ok := c.repo(name)
 	if !ok {
-		return RepoConfig{}, &NotFoundError{What: "repository", Name: name}
+		return Repo{}, &notFoundError{name: name}
 	}
 	return r, nil
 }
@@ -459,23 +456,18 @@ func (c *Config) SearchOrder() []string {
 	return order
 }
 
-// Resolve is [Resolve] over the configured repositories.
-func (c *Config) Resolve(name string, get IndexFunc) (repo string, id digest.Digest, err error) {
-	return Resolve(name, c.SearchOrder(), get)
-}
-
 // AddRepo adds a repository at the end of config.yaml, keeping the rest
 // of the file (comments included), and reloads c from the result. The file
 // is replaced atomically; concurrent edits of config.yaml are not merged.
-func (c *Config) AddRepo(name string, spec RepoSpec) error {
+func (c *Config) AddRepo(name string, spec Spec) error {
 	if err := ValidateRepoName(name); err != nil {
 		return err
 	}
-	data, err := readConfig(c.File)
+	data, err := readFile(c.File)
 	if err != nil {
 		return err
 	}
-	fresh, root, err := parseConfig(c.Home, c.File, data)
+	fresh, root, err := parse(c.Home, c.File, data)
 	if err != nil {
 		return err
 	}
@@ -485,26 +477,26 @@ func (c *Config) AddRepo(name string, spec RepoSpec) error {
 	var repos *yaml.Node
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		if root.Content[i].Value == "repos" {
-			repos, _ = deref(root.Content[i+1])
+			repos, _ = yamlnode.Deref(root.Content[i+1])
 		}
 	}
-	m := mapNode()
+	m := yamlnode.Map()
 	if spec.URL != "" {
-		addPair(m, "url", strNode(spec.URL))
+		yamlnode.AddPair(m, "url", yamlnode.Str(spec.URL))
 	}
 	if spec.Path != "" {
-		addPair(m, "path", strNode(spec.Path))
+		yamlnode.AddPair(m, "path", yamlnode.Str(spec.Path))
 	}
 	if spec.AllowedSigners != "" {
-		addPair(m, "allowed_signers", strNode(spec.AllowedSigners))
+		yamlnode.AddPair(m, "allowed_signers", yamlnode.Str(spec.AllowedSigners))
 	}
-	addPair(repos, name, m)
+	yamlnode.AddPair(repos, name, m)
 
-	out, err := encodeYAML(root)
+	out, err := yamlnode.Encode(root)
 	if err != nil {
-		return fmt.Errorf("index: config %s: %w", c.File, err)
+		return fmt.Errorf("config: %s: %w", c.File, err)
 	}
-	next, _, err := parseConfig(c.Home, c.File, out)
+	next, _, err := parse(c.Home, c.File, out)
 	if err != nil {
 		return err // the new repository is what is wrong: nothing written
 	}
@@ -513,22 +505,4 @@ func (c *Config) AddRepo(name string, spec RepoSpec) error {
 	}
 	*c = *next
 	return nil
-}
-
-func encodeYAML(n *yaml.Node) (out []byte, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			out, err = nil, fmt.Errorf("cannot encode: %v", r)
-		}
-	}()
-	var b strings.Builder
-	enc := yaml.NewEncoder(&b)
-	enc.SetIndent(2)
-	if err := enc.Encode(n); err != nil {
-		return nil, err
-	}
-	if err := enc.Close(); err != nil {
-		return nil, err
-	}
-	return []byte(b.String()), nil
 }

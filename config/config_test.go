@@ -1,4 +1,4 @@
-package index
+package config
 
 import (
 	"errors"
@@ -28,7 +28,7 @@ func TestConfigDefaultHome(t *testing.T) {
 	user := t.TempDir()
 	t.Setenv("HOME", user)
 	t.Setenv(HomeEnv, "")
-	c, err := LoadConfig("")
+	c, err := Load("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestConfigDefaultHome(t *testing.T) {
 	if string(got) != specConfig {
 		t.Errorf("first-use config:\n%s\nwant SPEC §3:\n%s", got, specConfig)
 	}
-	want := []RepoConfig{{Name: "default", Path: filepath.Join(home, "default")}}
+	want := []Repo{{Name: "default", Path: filepath.Join(home, "default")}}
 	if !reflect.DeepEqual(c.Repos, want) || c.DefaultRepo != "default" {
 		t.Errorf("repos %+v default %q", c.Repos, c.DefaultRepo)
 	}
@@ -92,7 +92,7 @@ func TestConfigHomeChoice(t *testing.T) {
 	}
 
 	// A home elsewhere gets its real path in the new config.
-	c, err := LoadConfig("")
+	c, err := Load("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestConfigHomeChoice(t *testing.T) {
 	}
 	// Second load reads the same file and does not rewrite it.
 	st1, _ := os.Stat(c.File)
-	c2, err := LoadConfig(env)
+	c2, err := Load(env)
 	if err != nil || !reflect.DeepEqual(c, c2) {
 		t.Errorf("reload: %+v %v", c2, err)
 	}
@@ -118,7 +118,7 @@ func TestConfigHomeChoice(t *testing.T) {
 
 func TestConfigAwkwardHome(t *testing.T) {
 	home := filepath.Join(t.TempDir(), "my home: #1 \"quoted\"")
-	c, err := LoadConfig(home)
+	c, err := Load(home)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestConfigAwkwardHome(t *testing.T) {
 func writeConfig(t *testing.T, text string) string {
 	t.Helper()
 	home := t.TempDir()
-	if err := os.WriteFile(filepath.Join(home, ConfigFile), []byte(text), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(home, FileName), []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return home
@@ -153,11 +153,11 @@ repos:
   bare:
 default_repo: mid
 `)
-	c, err := LoadConfig(home)
+	c, err := Load(home)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []RepoConfig{
+	want := []Repo{
 		{Name: "zeta", Path: filepath.Join(home, "zeta-dir")},
 		{Name: "alpha", Path: filepath.Join(user, "cache/alpha"), URL: "https://images.example.com/canga/",
 			AllowedSigners: filepath.Join(home, "alpha.allowed_signers")},
@@ -177,14 +177,7 @@ default_repo: mid
 		t.Errorf("Repo(alpha) = %+v, %v", r, err)
 	}
 	_, err = c.Repo("nope")
-	wantErr(t, err, []error{ErrNotFound}, `no repository "nope"`)
-
-	// Config.Resolve searches in SearchOrder.
-	var asked []string
-	_, _, err = c.Resolve("x", func(r string) (*Index, error) { asked = append(asked, r); return nil, nil })
-	if !errors.Is(err, ErrNotFound) || !reflect.DeepEqual(asked, c.SearchOrder()) {
-		t.Errorf("Resolve asked %v: %v", asked, err)
-	}
+	wantErr(t, err, []error{ErrNotFound}, `config: no repository "nope"`)
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -225,12 +218,12 @@ func TestConfigErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			home := writeConfig(t, tc.text)
-			c, err := LoadConfig(home)
+			c, err := Load(home)
 			if c != nil {
 				t.Error("config returned with the error")
 			}
-			file := filepath.Join(home, ConfigFile)
-			wantErr(t, err, []error{ErrConfig}, append(tc.subs, "index: config "+file+": ")...)
+			file := filepath.Join(home, FileName)
+			wantErr(t, err, []error{ErrConfig}, append(tc.subs, "config: "+file+": ")...)
 			// A bad config is reported, never replaced.
 			if got, _ := os.ReadFile(file); string(got) != tc.text {
 				t.Error("config file changed")
@@ -242,12 +235,12 @@ func TestConfigErrors(t *testing.T) {
 func TestConfigUnreadable(t *testing.T) {
 	// A directory where the file should be: unreadable even for root.
 	home := t.TempDir()
-	file := filepath.Join(home, ConfigFile)
+	file := filepath.Join(home, FileName)
 	if err := os.Mkdir(file, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	_, err := LoadConfig(home)
-	wantErr(t, err, nil, "index: config "+file+": ", "is a directory")
+	_, err := Load(home)
+	wantErr(t, err, nil, "config: "+file+": ", "is a directory")
 	if st, err := os.Stat(file); err != nil || !st.IsDir() {
 		t.Error("directory replaced")
 	}
@@ -255,12 +248,12 @@ func TestConfigUnreadable(t *testing.T) {
 	// Permissions: only meaningful when not root, who reads anything.
 	if os.Geteuid() != 0 {
 		home := writeConfig(t, "repos: {default: {}}\n")
-		file := filepath.Join(home, ConfigFile)
+		file := filepath.Join(home, FileName)
 		if err := os.Chmod(file, 0); err != nil {
 			t.Fatal(err)
 		}
-		_, err := LoadConfig(home)
-		wantErr(t, err, []error{fs.ErrPermission}, "index: config "+file+": ", "permission denied")
+		_, err := Load(home)
+		wantErr(t, err, []error{fs.ErrPermission}, "config: "+file+": ", "permission denied")
 		os.Chmod(file, 0o644)
 		if got, _ := os.ReadFile(file); string(got) != "repos: {default: {}}\n" {
 			t.Error("unreadable config replaced")
@@ -270,11 +263,11 @@ func TestConfigUnreadable(t *testing.T) {
 	// A dangling symlink is not followed to create a config elsewhere.
 	home = t.TempDir()
 	target := filepath.Join(t.TempDir(), "elsewhere.yaml")
-	if err := os.Symlink(target, filepath.Join(home, ConfigFile)); err != nil {
+	if err := os.Symlink(target, filepath.Join(home, FileName)); err != nil {
 		t.Fatal(err)
 	}
-	_, err = LoadConfig(home)
-	wantErr(t, err, []error{fs.ErrNotExist}, "index: config ")
+	_, err = Load(home)
+	wantErr(t, err, []error{fs.ErrNotExist}, "config: ")
 	if _, err := os.Stat(target); !errors.Is(err, fs.ErrNotExist) {
 		t.Error("config created through a dangling symlink")
 	}
@@ -284,8 +277,8 @@ func TestConfigUnreadable(t *testing.T) {
 	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = LoadConfig(notDir)
-	wantErr(t, err, nil, "index: config "+filepath.Join(notDir, ConfigFile)+": ", "not a directory")
+	_, err = Load(notDir)
+	wantErr(t, err, nil, "config: "+filepath.Join(notDir, FileName)+": ", "not a directory")
 }
 
 func TestConfigConcurrentFirstUse(t *testing.T) {
@@ -296,7 +289,7 @@ func TestConfigConcurrentFirstUse(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = LoadConfig(home)
+			_, errs[i] = Load(home)
 		}()
 	}
 	wg.Wait()
@@ -313,24 +306,24 @@ func TestConfigConcurrentFirstUse(t *testing.T) {
 
 func TestAddRepo(t *testing.T) {
 	home := filepath.Join(t.TempDir(), "h")
-	c, err := LoadConfig(home)
+	c, err := Load(home)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.AddRepo("remote", RepoSpec{URL: "http://127.0.0.1:8000/", AllowedSigners: "remote.allowed_signers"}); err != nil {
+	if err := c.AddRepo("remote", Spec{URL: "http://127.0.0.1:8000/", AllowedSigners: "remote.allowed_signers"}); err != nil {
 		t.Fatal(err)
 	}
-	want := []RepoConfig{
+	want := []Repo{
 		{Name: "default", Path: filepath.Join(home, "default")},
 		{Name: "remote", Path: filepath.Join(home, "remote"), URL: "http://127.0.0.1:8000/", AllowedSigners: filepath.Join(home, "remote.allowed_signers")},
 	}
 	if !reflect.DeepEqual(c.Repos, want) {
 		t.Errorf("after AddRepo: %+v", c.Repos)
 	}
-	if err := c.AddRepo("local2", RepoSpec{Path: "/srv/l2"}); err != nil {
+	if err := c.AddRepo("local2", Spec{Path: "/srv/l2"}); err != nil {
 		t.Fatal(err)
 	}
-	again, err := LoadConfig(home)
+	again, err := Load(home)
 	if err != nil || !reflect.DeepEqual(again, c) {
 		t.Fatalf("reload: %+v, %v", again, err)
 	}
@@ -343,15 +336,34 @@ func TestAddRepo(t *testing.T) {
 	}
 
 	before := string(text)
-	wantErr(t, c.AddRepo("remote", RepoSpec{}), []error{ErrExists})
-	wantErr(t, c.AddRepo("a:b", RepoSpec{}), []error{ErrConfig}, "repository name")
-	wantErr(t, c.AddRepo("ftp", RepoSpec{URL: "ftp://x/"}), []error{ErrConfig}, "http://")
-	wantErr(t, c.AddRepo("same", RepoSpec{Path: "/srv/l2"}), []error{ErrConfig}, "share the path")
+	wantErr(t, c.AddRepo("remote", Spec{}), []error{ErrExists})
+	wantErr(t, c.AddRepo("a:b", Spec{}), []error{ErrConfig}, "repository name")
+	wantErr(t, c.AddRepo("ftp", Spec{URL: "ftp://x/"}), []error{ErrConfig}, "http://")
+	wantErr(t, c.AddRepo("same", Spec{Path: "/srv/l2"}), []error{ErrConfig}, "share the path")
 	if after, _ := os.ReadFile(c.File); string(after) != before {
 		t.Errorf("refused AddRepo changed the file:\n%s", after)
 	}
 	entries, _ := os.ReadDir(home)
 	if len(entries) != 1 {
 		t.Errorf("home holds %v", entries)
+	}
+}
+
+// wantErr checks that err matches every sentinel and mentions every
+// substring.
+func wantErr(t testing.TB, err error, sentinels []error, subs ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error, want one mentioning %q", subs)
+	}
+	for _, s := range sentinels {
+		if !errors.Is(err, s) {
+			t.Errorf("error %q does not match %v", err, s)
+		}
+	}
+	for _, s := range subs {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not mention %q", err, s)
+		}
 	}
 }

@@ -1,0 +1,13 @@
+// Package config is canga's home (SPEC §3): the directory chosen by
+// --home, CANGA_HOME or ~/.cangallo ([Home]), its config.yaml ([Load],
+// created with the default repository on first use) and the repositories
+// it configures ([Config.Repo], [Config.SearchOrder], [Config.AddRepo]).
+// Resolving image names across those repositories is package repo's
+// work; this package knows nothing of indexes or blobs.
+//
+// Config (see [Load]): unknown keys are errors (a misspelt
+// allowed_signers must not silently turn signature checks off), except
+// Cangallo's type: local|remote; a repository without path lives in
+// HOME/NAME; two repositories may not share a path; url must be http or
+// https; a missing default_repo means "default".
+package config
