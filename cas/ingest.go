@@ -168,9 +168,18 @@ func (s *Store) publish(f *os.File, d digest.Digest, size int64) (BlobInfo, erro
 	return BlobInfo{Digest: d, Size: size, Mode: blobPerm}, nil
 }
 
-// existing checks a blob the store already has against what a write
-// expects of it: its size and the options' checks. ok is false when the
-// blob is not there.
+// Existing checks a blob the store already has against what a write
+// would expect of it, without hashing it again: its size (unless -1) and
+// the options' checks. ok is false, with no error, when the blob is not
+// there.
+func (s *Store) Existing(d digest.Digest, size int64, opts ...Option) (info BlobInfo, ok bool, err error) {
+	if err := ValidateDigest(d); err != nil {
+		return BlobInfo{}, false, wrap("check", "", err)
+	}
+	info, ok, err = s.existing(d, size, opts)
+	return info, ok, wrap("check", string(d), err)
+}
+
 func (s *Store) existing(d digest.Digest, size int64, opts []Option) (info BlobInfo, ok bool, err error) {
 	fi, err := s.lstatBlob(d)
 	if errors.Is(err, ErrNotFound) {

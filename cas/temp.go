@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,6 +45,13 @@ func (s *Store) CreateTemp(pattern string) (*TempFile, error) {
 		return nil, wrap("create temp", "", err)
 	}
 	return tf, nil
+}
+
+// TempName is the name a temp file of [Store.CreateTemp] with pattern
+// would have, with XXXXXX for its random part: for showing what a command
+// would do, not for creating files.
+func (s *Store) TempName(pattern string) string {
+	return filepath.Join(s.tmpPath(), "tmp-"+strings.Replace(pattern, "*", "XXXXXX", 1))
 }
 
 // createTemp makes a new flocked file in .tmp/. gc may flock and unlink a

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cangallo/canga/internal/atomicfile"
+
 	"github.com/cangallo/canga/internal/yamlnode"
 	"gopkg.in/yaml.v3"
 )
@@ -176,48 +178,22 @@ func createDefaultConfig(home, file string) error {
 	return writeFileAtomic(file, []byte(defaultConfig(home)), false)
 }
 
-// writeFileAtomic writes data to file through a temporary file in the same
-// directory. With replace false an existing file wins: two canga started
-// at once on a fresh home must not clobber each other (or a user's file).
-func writeFileAtomic(file string, data []byte, replace bool) (err error) {
-	dir := filepath.Dir(file)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("config: %s: %w", file, pathErr(err))
+// writeFileAtomic writes data to file atomically. With replace false an
+// existing file wins: two canga started at once on a fresh home must not
+// clobber each other (or a user's file).
+func writeFileAtomic(file string, data []byte, replace bool) error {
+	write := func(f *os.File) error {
+		_, err := f.Write(data)
+		return err
 	}
-	defer os.Remove(tmp.Name())
-	fail := func(err error) error {
-		return fmt.Errorf("config: %s: %w", file, pathErr(err))
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fail(err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fail(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fail(err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fail(err)
-	}
+	var err error
 	if replace {
-		err = os.Rename(tmp.Name(), file)
-	} else {
-		err = os.Link(tmp.Name(), file)
-		if errors.Is(err, fs.ErrExist) {
-			return nil
-		}
+		err = atomicfile.Write(file, 0o644, write)
+	} else if err = atomicfile.Create(file, 0o644, write); errors.Is(err, fs.ErrExist) {
+		err = nil
 	}
 	if err != nil {
-		return fail(err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // best effort: some file systems refuse to sync a directory
-		d.Close()
+		return fmt.Errorf("config: %s: %w", file, pathErr(err))
 	}
 	return nil
 }

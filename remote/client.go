@@ -264,7 +264,7 @@ func (c *Client) get(ctx context.Context, u string, off int64, header http.Heade
 		stalled := w.stop()
 		cancel()
 		if stalled {
-			return nil, fmt.Errorf("remote: GET %s: %w", redactURL(u), errStalled)
+			return nil, fmt.Errorf("remote: GET %s: %w", Redact(u), errStalled)
 		}
 		// *url.Error names the request, without a password.
 		return nil, fmt.Errorf("remote: %w", err)
@@ -283,7 +283,7 @@ func (c *Client) get(ctx context.Context, u string, off int64, header http.Heade
 // closes its body.
 func statusError(u string, resp *http.Response) error {
 	resp.Body.Close()
-	se := &StatusError{URL: redactURL(u), Status: resp.StatusCode}
+	se := &StatusError{URL: Redact(u), Status: resp.StatusCode}
 	if s := resp.Header.Get("Retry-After"); s != "" {
 		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n > 0 {
 			se.RetryAfter = n
@@ -294,8 +294,8 @@ func statusError(u string, resp *http.Response) error {
 	return se
 }
 
-// redactURL leaves the user info out of a URL shown in an error.
-func redactURL(u string) string {
+// Redact leaves the user info (a password) out of a URL shown to people.
+func Redact(u string) string {
 	pu, err := url.Parse(u)
 	if err != nil {
 		return u
@@ -386,10 +386,10 @@ func parseBase(base string) (*url.URL, error) {
 		return nil, &permanent{fmt.Errorf("%w: %w", ErrBadURL, err)}
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, &permanent{fmt.Errorf("%w: %s: only http and https are supported", ErrBadURL, quote(redactURL(base)))}
+		return nil, &permanent{fmt.Errorf("%w: %s: only http and https are supported", ErrBadURL, quote(Redact(base)))}
 	}
 	if u.Host == "" {
-		return nil, &permanent{fmt.Errorf("%w: %s: no host", ErrBadURL, quote(redactURL(base)))}
+		return nil, &permanent{fmt.Errorf("%w: %s: no host", ErrBadURL, quote(Redact(base)))}
 	}
 	if !strings.HasSuffix(u.Path, "/") {
 		u.Path += "/"

@@ -29,13 +29,13 @@ func (c *Client) Get(ctx context.Context, baseURL, rel string, limit int64) ([]b
 		if resp.StatusCode != http.StatusOK {
 			return false, statusError(u, resp)
 		}
-		tooLarge := &permanent{fmt.Errorf("%w: %s holds more than %d bytes", ErrTooLarge, redactURL(u), limit)}
+		tooLarge := &permanent{fmt.Errorf("%w: %s holds more than %d bytes", ErrTooLarge, Redact(u), limit)}
 		if resp.ContentLength > limit {
 			return false, tooLarge
 		}
 		b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 		if err != nil {
-			return false, fmt.Errorf("remote: GET %s: %w", redactURL(u), err)
+			return false, fmt.Errorf("remote: GET %s: %w", Redact(u), err)
 		}
 		if int64(len(b)) > limit {
 			return false, tooLarge

@@ -46,7 +46,7 @@ func (c *Client) Open(ctx context.Context, baseURL, rel string, off, size int64)
 		return nil, err
 	}
 	if off < 0 || (size >= 0 && off > size) {
-		return nil, fmt.Errorf("remote: GET %s: offset %d outside the file's %d bytes", redactURL(u), off, size)
+		return nil, fmt.Errorf("remote: GET %s: offset %d outside the file's %d bytes", Redact(u), off, size)
 	}
 	// Close cancels whatever the stream is doing: a request, a back-off.
 	ctx, cancel := context.WithCancel(ctx)
@@ -165,7 +165,7 @@ func (r *resumer) request() error {
 	if err != nil {
 		return err
 	}
-	u := redactURL(r.url)
+	u := Redact(r.url)
 	switch resp.StatusCode {
 	case http.StatusOK:
 		if resp.ContentLength >= 0 {
@@ -214,7 +214,7 @@ func (r *resumer) request() error {
 func (r *resumer) learnSize(n int64, resp *http.Response) error {
 	if r.size >= 0 && n != r.size {
 		resp.Body.Close()
-		return &permanent{fmt.Errorf("%w: GET %s: the server has %d bytes, want %d", ErrProtocol, redactURL(r.url), n, r.size)}
+		return &permanent{fmt.Errorf("%w: GET %s: the server has %d bytes, want %d", ErrProtocol, Redact(r.url), n, r.size)}
 	}
 	r.size = n
 	return nil
@@ -241,7 +241,7 @@ func (r *resumer) Read(p []byte) (int, error) {
 			n = int(r.size - r.pos)
 			r.pos += int64(n)
 			r.closeBody()
-			r.err = &permanent{fmt.Errorf("%w: GET %s: more than the file's %d bytes", ErrProtocol, redactURL(r.url), r.size)}
+			r.err = &permanent{fmt.Errorf("%w: GET %s: more than the file's %d bytes", ErrProtocol, Redact(r.url), r.size)}
 			return n, nil
 		}
 		r.pos += int64(n)
@@ -256,7 +256,7 @@ func (r *resumer) Read(p []byte) (int, error) {
 			r.err = io.EOF
 			return n, nil
 		case errors.Is(err, io.EOF):
-			err = &transferError{fmt.Errorf("GET %s: body ended at byte %d of %d", redactURL(r.url), r.pos, r.size)}
+			err = &transferError{fmt.Errorf("GET %s: body ended at byte %d of %d", Redact(r.url), r.pos, r.size)}
 		}
 		r.closeBody()
 		if ferr := r.failed(err); ferr != nil {

@@ -303,3 +303,59 @@ func TestGet(t *testing.T) {
 		}
 	})
 }
+
+// TestGetRetries: transient statuses are retried (honouring Retry-After),
+// permanent ones are not.
+func TestGetRetries(t *testing.T) {
+	body := []byte("version: 1\nimages: {}\n")
+	cases := []struct {
+		name     string
+		statuses []int // answered in turn; then 200
+		attempts int   // requests expected
+		wantErr  error
+	}{
+		{"503 then ok", []int{503, 503}, 3, nil},
+		{"429 then ok", []int{429}, 2, nil},
+		{"408 then ok", []int{408}, 2, nil},
+		{"500 forever", []int{500, 500, 500, 500}, 3, ErrHTTP},
+		{"404 is final", []int{404}, 1, ErrNotFound},
+		{"403 is final", []int{403}, 1, ErrHTTP},
+		{"501 is final", []int{501}, 1, ErrHTTP},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			n := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if ua := r.Header.Get("User-Agent"); ua != "canga/test" {
+					t.Errorf("User-Agent %q", ua)
+				}
+				if cc := r.Header.Get("Cache-Control"); cc != "no-cache" {
+					t.Errorf("Cache-Control %q: a proxy could answer with a stale index", cc)
+				}
+				n++
+				if n <= len(tc.statuses) {
+					w.Header().Set("Retry-After", "0")
+					w.WriteHeader(tc.statuses[n-1])
+					return
+				}
+				w.Write(body)
+			}))
+			defer srv.Close()
+			got, err := testClient().Get(context.Background(), srv.URL, IndexFile, 1<<20)
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
+				t.Fatalf("got %v, want %v", err, tc.wantErr)
+			}
+			if n != tc.attempts {
+				t.Fatalf("%d requests, want %d", n, tc.attempts)
+			}
+			if err == nil && !bytes.Equal(got, body) {
+				t.Fatalf("got %q", got)
+			}
+		})
+	}
+	for _, u := range []string{"file:///etc/", "ftp://host/", "http://", "://x", "/just/a/path"} {
+		if _, err := testClient().Get(context.Background(), u, IndexFile, 100); !errors.Is(err, ErrBadURL) {
+			t.Errorf("%q: got %v, want ErrBadURL", u, err)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -39,6 +40,7 @@ type AddResult struct {
 	// Restored is set when the image was there but its blob was lost:
 	// the new blob takes its place.
 	Restored bool
+	Tag      string        // the tag given, if any
 	Moved    digest.Digest // the image the tag was moved from, if it moved
 }
 
@@ -76,7 +78,7 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 	}
 	defer closeBase()
 
-	tmp, err := r.Store.CreateTemp("add-*.qcow2")
+	tmp, err := r.store.CreateTemp("add-*.qcow2")
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +96,7 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 	var pe *index.Entry
 	if parent != "" {
 		pe, _ = ix.Entry(parent)
-		copt.BackingFile, copt.BackingFormat = blobHex(pe.Blob), qcow2.FormatQcow2
+		copt.BackingFile, copt.BackingFormat = pe.Blob.Encoded(), qcow2.FormatQcow2
 	}
 	st, err := qcow2.Convert(ctx, tmp.File, src, copt)
 	if err != nil {
@@ -105,13 +107,13 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 		return nil, err
 	}
 
-	res := &AddResult{ID: id}
-	err = r.Update(ctx, func(ix *index.Index, lk *cas.Lock) error {
+	res := &AddResult{ID: id, Tag: opt.Tag}
+	err = r.Update(ctx, func(ix *index.Index) error {
 		if e, err := ix.Entry(id); err == nil {
 			res.Existed, res.Entry = true, e
 			if !r.Present(e) {
 				if parent != e.Parent {
-					return fmt.Errorf("image %s lost its blob, and this file would store it against parent %q where the index says %q: add it with --parent", index.ShortID(id), parent, e.Parent)
+					return fmt.Errorf("%w: image %s lost its blob, and this file would store it on %s where the index says %s", ErrWrongParent, index.ShortID(id), describeParent(parent), describeParent(e.Parent))
 				}
 				if err := r.restoreBlob(ctx, ix, id, e, tmp); err != nil {
 					return err
@@ -125,7 +127,7 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 				return fmt.Errorf("parent %s was deleted while adding: %w", index.ShortID(parent), err)
 			}
 		}
-		blob, err := r.Store.CommitFile(ctx, tmp, "", nil)
+		blob, err := r.store.CommitFile(ctx, tmp, "", nil)
 		if err != nil {
 			return err
 		}
@@ -153,12 +155,28 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 	return res, nil
 }
 
+var (
+	// ErrWrongParent: a file would restore the lost blob of an image
+	// on another parent than the index's; AddOptions.Parent says which.
+	ErrWrongParent = errors.New("repo: not the image's parent")
+	// ErrLostBlob: an image's blob is missing and cannot be restored.
+	ErrLostBlob = errors.New("repo: blob lost")
+)
+
+// describeParent names a parent in a message.
+func describeParent(id digest.Digest) string {
+	if id == "" {
+		return "no parent (a base image)"
+	}
+	return "parent " + index.ShortID(id)
+}
+
 // restoreBlob puts back the lost blob of image id from the blob just
 // written (tmp). The same bytes restore it as it was; other bytes (another
 // compression, another parent found) replace it, unless children name the
 // old blob as their backing file.
 func (r *Repo) restoreBlob(ctx context.Context, ix *index.Index, id digest.Digest, e *index.Entry, tmp *cas.TempFile) error {
-	blob, err := r.Store.CommitFile(ctx, tmp, "", nil)
+	blob, err := r.store.CommitFile(ctx, tmp, "", nil)
 	if err != nil {
 		return err
 	}
@@ -166,7 +184,7 @@ func (r *Repo) restoreBlob(ctx context.Context, ix *index.Index, id digest.Diges
 		return nil
 	}
 	if kids := ix.Children(id); len(kids) > 0 {
-		return fmt.Errorf("image %s lost its blob %s and its children name that blob: restore the blob from a copy, or delete the image with --recursive", index.ShortID(id), e.Blob)
+		return fmt.Errorf("%w: image %s lost its blob %s and its children name that blob: restore the blob from a copy, or delete the image and its children", ErrLostBlob, index.ShortID(id), e.Blob)
 	}
 	ne := *e
 	ne.Blob, ne.BlobSize = blob.Digest, blob.Size

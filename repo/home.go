@@ -1,19 +1,38 @@
 package repo
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/cangallo/canga/config"
 	"github.com/cangallo/canga/index"
+	"github.com/cangallo/canga/remote"
 	"github.com/opencontainers/go-digest"
 )
 
 // Home is CANGA_HOME: the configuration and its repositories.
 type Home struct {
 	Config *config.Config
-	repos  map[string]*Repo
+	// HTTP is the client for remotes; nil means one that names itself
+	// UserAgent.
+	HTTP *remote.Client
+	// UserAgent names canga to servers ("canga/VERSION").
+	UserAgent string
+
+	repos map[string]*Repo
+}
+
+func (h *Home) httpClient() *remote.Client {
+	if h.HTTP == nil {
+		h.HTTP = remote.NewClient("")
+		if h.UserAgent != "" {
+			h.HTTP.UserAgent = h.UserAgent
+		}
+	}
+	return h.HTTP
 }
 
 // OpenHome loads (creating on first use) the configuration of home, which
@@ -39,6 +58,7 @@ func (h *Home) Repo(name string) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.h = h
 	h.repos[conf.Name] = r
 	return r, nil
 }
@@ -123,4 +143,75 @@ func (h *Home) CheckTag(tag string) error {
 		}
 	}
 	return nil
+}
+
+// Remotes are the names of the configured remotes, in file order.
+func (h *Home) Remotes() []string {
+	var names []string
+	for _, rc := range h.Config.Repos {
+		if rc.Remote() {
+			names = append(names, rc.Name)
+		}
+	}
+	return names
+}
+
+// DeleteTag removes a tag from the first local repository, in search
+// order, that has it; "REPO:TAG" names the repository. It returns the
+// repository and the image the tag pointed at.
+func (h *Home) DeleteTag(ctx context.Context, name string) (*Repo, digest.Digest, error) {
+	tag, names := name, h.Config.SearchOrder()
+	if rn, rest, ok := strings.Cut(name, ":"); ok && slices.Contains(names, rn) {
+		tag, names = rest, []string{rn}
+	}
+	for _, rn := range names {
+		r, err := h.Repo(rn)
+		if err != nil {
+			return nil, "", err
+		}
+		if r.Remote() {
+			continue
+		}
+		ix, err := r.Index()
+		if err != nil {
+			return nil, "", err
+		}
+		if _, ok := ix.Tags[tag]; !ok {
+			continue
+		}
+		id, err := r.DeleteTag(ctx, tag)
+		return r, id, err
+	}
+	return nil, "", &index.NotFoundError{What: "tag", Name: name}
+}
+
+// Pull downloads image id of r, a remote whose cached index is ix, with
+// its ancestors, into r's cache ([Repo.Copy] from the remote's web
+// server). An image of a local repository has nothing to pull.
+func (h *Home) Pull(ctx context.Context, r *Repo, ix *index.Index, id digest.Digest, opt CopyOptions) (*CopyResult, error) {
+	if !r.Remote() {
+		return &CopyResult{}, nil
+	}
+	src, err := r.remoteSource()
+	if err != nil {
+		return nil, err
+	}
+	return r.Copy(ctx, src, ix, id, opt)
+}
+
+// Import copies image id of src (whose index is six), with its ancestors,
+// into the local repository dst, pulling it into src's cache first when
+// src is a remote ([Repo.Copy] both times).
+func (h *Home) Import(ctx context.Context, src *Repo, six *index.Index, id digest.Digest, dst *Repo, opt CopyOptions) (*CopyResult, error) {
+	if dst.Remote() {
+		return nil, fmt.Errorf("%w: %s: import into a local repository", ErrRemote, dst.Name())
+	}
+	if src == dst {
+		return &CopyResult{}, nil
+	}
+	if _, err := h.Pull(ctx, src, six, id, opt); err != nil {
+		return nil, err
+	}
+	// The destination's own progress: a copy on this machine.
+	return dst.Copy(ctx, src.AsSource(), six, id, opt)
 }

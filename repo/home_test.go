@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/config"
 	"github.com/cangallo/canga/index"
 	"github.com/opencontainers/go-digest"
@@ -37,7 +36,7 @@ func TestHomeResolveSearchOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = r.Update(context.Background(), func(ix *index.Index, _ *cas.Lock) error {
+		err = r.Update(context.Background(), func(ix *index.Index) error {
 			for _, tag := range repoTags {
 				id := digest.FromString(repoName + "/" + tag)
 				e := &index.Entry{Blob: digest.FromString("blob of " + repoName + "/" + tag), BlobSize: 1, VirtualSize: 1}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 
 	"github.com/cangallo/canga/cas"
@@ -17,7 +18,7 @@ import (
 // Tag points tag at id, and returns the image it pointed at before, if
 // any.
 func (r *Repo) Tag(ctx context.Context, tag string, id digest.Digest) (prev digest.Digest, err error) {
-	err = r.Update(ctx, func(ix *index.Index, _ *cas.Lock) error {
+	err = r.Update(ctx, func(ix *index.Index) error {
 		prev, err = ix.SetTag(tag, id)
 		return err
 	})
@@ -26,7 +27,7 @@ func (r *Repo) Tag(ctx context.Context, tag string, id digest.Digest) (prev dige
 
 // DeleteTag removes a tag and returns the image it pointed at.
 func (r *Repo) DeleteTag(ctx context.Context, tag string) (id digest.Digest, err error) {
-	err = r.Update(ctx, func(ix *index.Index, _ *cas.Lock) error {
+	err = r.Update(ctx, func(ix *index.Index) error {
 		id, err = ix.DeleteTag(tag)
 		return err
 	})
@@ -39,7 +40,7 @@ func (r *Repo) DeleteTag(ctx context.Context, tag string) (id digest.Digest, err
 func (r *Repo) Delete(ctx context.Context, id digest.Digest, recursive bool) ([]digest.Digest, error) {
 	var removed []digest.Digest
 	var blobs []digest.Digest
-	err := r.Update(ctx, func(ix *index.Index, _ *cas.Lock) error {
+	err := r.Update(ctx, func(ix *index.Index) error {
 		for _, d := range ix.Descendants(id) {
 			if e, err := ix.Entry(d); err == nil && e.Blob != "" {
 				blobs = append(blobs, e.Blob)
@@ -57,7 +58,7 @@ func (r *Repo) Delete(ctx context.Context, id digest.Digest, recursive bool) ([]
 	}
 	// The index no longer references the blobs; removing them is now
 	// safe, and what a crash leaves behind is gc's.
-	lk, err := r.Store.Lock(ctx)
+	lk, err := r.store.Lock(ctx)
 	if err != nil {
 		return removed, err
 	}
@@ -70,7 +71,7 @@ func (r *Repo) Delete(ctx context.Context, id digest.Digest, recursive bool) ([]
 		if referenced(ix, b) {
 			continue
 		}
-		if err := r.Store.Remove(b); err != nil && !errors.Is(err, cas.ErrNotFound) {
+		if err := r.store.Remove(b); err != nil && !errors.Is(err, cas.ErrNotFound) {
 			return removed, err
 		}
 	}
@@ -89,7 +90,7 @@ func referenced(ix *index.Index, blob digest.Digest) bool {
 // GC removes .tmp/ leftovers of dead processes and blobs no image
 // references.
 func (r *Repo) GC(ctx context.Context) (cas.GCReport, error) {
-	lk, err := r.Store.Lock(ctx)
+	lk, err := r.store.Lock(ctx)
 	if err != nil {
 		return cas.GCReport{}, err
 	}
@@ -102,7 +103,7 @@ func (r *Repo) GC(ctx context.Context) (cas.GCReport, error) {
 	for _, e := range ix.Images {
 		keep[e.Blob] = true
 	}
-	return r.Store.GC(ctx, lk, func(d digest.Digest) bool { return keep[d] })
+	return r.store.GC(ctx, lk, func(d digest.Digest) bool { return keep[d] })
 }
 
 // ExportOptions says how to write an exported image.
@@ -175,7 +176,7 @@ func (r *Repo) Fsck(ctx context.Context, progress func(what string, done, total 
 	fault := func(id digest.Digest, format string, args ...any) {
 		rep.Faults = append(rep.Faults, Fault{Image: id, Problem: fmt.Sprintf(format, args...)})
 	}
-	blobs, junk, err := r.Store.List(ctx)
+	blobs, junk, err := r.store.List(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +202,7 @@ func (r *Repo) Fsck(ctx context.Context, progress func(what string, done, total 
 	for _, id := range ids {
 		e := ix.Images[id]
 		if !r.Present(e) {
-			if r.Conf.Remote() {
+			if r.conf.Remote() {
 				rep.NotPulled++
 			} else {
 				fault(id, "blob %s is missing", e.Blob)
@@ -211,7 +212,7 @@ func (r *Repo) Fsck(ctx context.Context, progress func(what string, done, total 
 		present[id] = true
 		p, _ := r.BlobPath(e)
 		if e.Blob != "" {
-			if err := r.Store.Verify(ctx, e.Blob, nil); err != nil {
+			if err := r.store.Verify(ctx, e.Blob, nil); err != nil {
 				fault(id, "blob: %v", err)
 				present[id] = false
 				continue
@@ -286,7 +287,7 @@ func checkBlob(ix *index.Index, r *Repo, id digest.Digest, path string) error {
 		if err != nil {
 			return err
 		}
-		want = baseName(pp)
+		want = filepath.Base(pp)
 	}
 	if h.BackingFile != want {
 		return fmt.Errorf("blob names backing file %q, want %q", h.BackingFile, want)

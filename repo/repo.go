@@ -1,7 +1,9 @@
-// Package repo is a canga repository as users meet it (SPEC §1-5): the
-// blobs of package cas and the catalog of package index, kept consistent
-// under the repository lock, and the operations that touch both (add,
-// delete, tag, export, overlay, fsck, gc).
+// Package repo owns every operation on canga repositories (SPEC §1-7):
+// the blobs of package cas and the catalog of package index, kept
+// consistent under the repository lock; copies between repositories over
+// any [Source] (a directory, a static web server, an OCI registry); the
+// index's signatures; builds. It never prints: package cmd/canga talks to
+// people.
 //
 // Writers hold the repository lock from before a blob is published until
 // the index that references it is written, so gc (which keeps only what
@@ -17,26 +19,36 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/config"
 	"github.com/cangallo/canga/index"
-	"github.com/cangallo/canga/index/signing"
 	"github.com/cangallo/canga/qcow2"
 	"github.com/opencontainers/go-digest"
 )
 
-// IndexFile is the catalog's name in a repository.
-const IndexFile = "index.yaml"
+// The catalog's files in a repository (SPEC §2).
+const (
+	IndexFile = "index.yaml"
+	SigFile   = "index.yaml.sig"
+)
 
-// ErrNotPulled means a blob of a remote image has not been downloaded yet.
-var ErrNotPulled = errors.New("repo: image not downloaded")
+var (
+	// ErrNotPulled means a blob of a remote image has not been downloaded
+	// yet.
+	ErrNotPulled = errors.New("repo: image not downloaded")
+	// ErrRemote: a remote's cache changes only by fetch and pull.
+	ErrRemote = errors.New("repo: repository is a remote's cache")
+	// ErrLocal: the operation needs a remote, and the repository is
+	// local.
+	ErrLocal = errors.New("repo: repository is local")
+)
 
 // Repo is one repository: a local one, or the local cache of a remote.
 type Repo struct {
-	Conf  config.Repo
-	Store *cas.Store
+	conf  config.Repo
+	store *cas.Store
+	h     *Home // for the HTTP client of a remote; nil for a Repo opened alone
 
 	changed bool // an Update wrote the index
 }
@@ -54,21 +66,27 @@ func Open(conf config.Repo) (*Repo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: %w", conf.Name, err)
 	}
-	return &Repo{Conf: conf, Store: s}, nil
+	return &Repo{conf: conf, store: s}, nil
 }
 
+// Remote reports whether the repository is the local cache of a remote.
+func (r *Repo) Remote() bool { return r.conf.Remote() }
+
+// URL is a remote's base URL; empty for a local repository.
+func (r *Repo) URL() string { return r.conf.URL }
+
 // Name is the repository's name in the configuration.
-func (r *Repo) Name() string { return r.Conf.Name }
+func (r *Repo) Name() string { return r.conf.Name }
 
 // Dir is the repository directory.
-func (r *Repo) Dir() string { return r.Store.Dir() }
+func (r *Repo) Dir() string { return r.store.Dir() }
 
 // Index reads the repository's index. A repository without one has an
 // empty index. Readers need no lock: the index file is replaced by rename.
 // A remote's cached index must still carry a valid signature when its
 // configuration requires one.
 func (r *Repo) Index() (*index.Index, error) {
-	if r.Conf.Remote() {
+	if r.conf.Remote() {
 		return r.remoteIndex()
 	}
 	data, err := os.ReadFile(filepath.Join(r.Dir(), IndexFile))
@@ -86,13 +104,13 @@ func (r *Repo) Index() (*index.Index, error) {
 }
 
 // Update runs fn on the current index under the repository lock and
-// writes the result atomically when fn succeeds. fn may publish blobs
-// with the lock it is given.
-func (r *Repo) Update(ctx context.Context, fn func(ix *index.Index, lk *cas.Lock) error) error {
-	if r.Conf.Remote() {
-		return fmt.Errorf("repository %s is the cache of %s: it is changed by fetch and pull only", r.Name(), r.Conf.URL)
+// writes the result atomically when fn succeeds. fn may publish blobs:
+// gc waits for the lock.
+func (r *Repo) Update(ctx context.Context, fn func(ix *index.Index) error) error {
+	if r.conf.Remote() {
+		return fmt.Errorf("%w: %s is the cache of %s", ErrRemote, r.Name(), r.conf.URL)
 	}
-	lk, err := r.Store.Lock(ctx)
+	lk, err := r.store.Lock(ctx)
 	if err != nil {
 		return fmt.Errorf("repository %s: %w", r.Name(), err)
 	}
@@ -101,37 +119,18 @@ func (r *Repo) Update(ctx context.Context, fn func(ix *index.Index, lk *cas.Lock
 	if err != nil {
 		return err
 	}
-	if err := fn(ix, lk); err != nil {
+	if err := fn(ix); err != nil {
 		return err
 	}
 	data, err := ix.Marshal()
 	if err != nil {
 		return err
 	}
-	if err := r.Store.WriteFileAtomic(IndexFile, data, 0o644); err != nil {
+	if err := r.store.WriteFileAtomic(IndexFile, data, 0o644); err != nil {
 		return fmt.Errorf("repository %s: %w", r.Name(), err)
 	}
 	r.changed = true
 	return nil
-}
-
-// StaleSignature reports whether a local repository's index.yaml.sig no
-// longer signs its index.yaml: a command changed the index after it was
-// signed, and remotes that require a signature will refuse it.
-func (r *Repo) StaleSignature() bool {
-	if r.Conf.Remote() {
-		return false
-	}
-	sig, err := os.ReadFile(filepath.Join(r.Dir(), IndexFile+".sig"))
-	if err != nil {
-		return false
-	}
-	data, err := os.ReadFile(filepath.Join(r.Dir(), IndexFile))
-	if err != nil {
-		return false
-	}
-	_, err = signing.CheckSignature(data, sig)
-	return err != nil
 }
 
 // BlobPath is where an image's blob is, or would be once pulled.
@@ -142,7 +141,7 @@ func (r *Repo) BlobPath(e *index.Entry) (string, error) {
 		}
 		return filepath.Join(r.Dir(), e.Legacy.File), nil
 	}
-	return r.Store.Path(e.Blob)
+	return r.store.Path(e.Blob)
 }
 
 // Present reports whether an image's blob is in the repository.
@@ -172,7 +171,7 @@ func (r *Repo) OpenImage(ix *index.Index, id digest.Digest) (qcow2.Disk, error) 
 	for i, cid := range chain {
 		ce, _ := ix.Entry(cid)
 		if !r.Present(ce) {
-			return nil, fmt.Errorf("%w: %s (in the chain of %s): run canga pull", ErrNotPulled, index.ShortID(cid), index.ShortID(id))
+			return nil, fmt.Errorf("%w: %s (in the chain of %s)", ErrNotPulled, index.ShortID(cid), index.ShortID(id))
 		}
 		p, _ := r.BlobPath(ce)
 		if i+1 < len(chain) {
@@ -205,8 +204,3 @@ func (r *Repo) OpenImage(ix *index.Index, id digest.Digest) (qcow2.Disk, error) 
 	}
 	return d, nil
 }
-
-// blobHex is the file name of a blob digest.
-func blobHex(d digest.Digest) string { return strings.TrimPrefix(string(d), "sha256:") }
-
-func baseName(p string) string { return filepath.Base(p) }

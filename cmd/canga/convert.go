@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cangallo/canga/internal/atomicfile"
 	"github.com/cangallo/canga/qcow2"
 )
 
@@ -103,7 +104,7 @@ func (c *createCmd) Run(e *env) error {
 	if size < 0 {
 		return errors.New("SIZE is required without --backing")
 	}
-	return writeAtomically(c.File, func(f *os.File) error {
+	return atomicfile.Write(c.File, 0o644, func(f *os.File) error {
 		return qcow2.Create(f, size, opt)
 	})
 }
@@ -142,36 +143,6 @@ func formatOf(d qcow2.Disk) string {
 		return qcow2.FormatQcow2
 	}
 	return qcow2.FormatRaw
-}
-
-// writeAtomically writes a file through a temp file in its directory and
-// renames it into place only when write succeeded, so a failed or
-// interrupted command never leaves half a file under the name.
-func writeAtomically(name string, write func(*os.File) error) (err error) {
-	dir := filepath.Dir(name)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := write(f); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), name)
 }
 
 // compression is what -c and --compression ask for: --compression names
@@ -213,7 +184,7 @@ func (c *convertCmd) Run(e *env) error {
 		if c.Compress || c.Compression != "" || c.Backing != "" {
 			return errors.New("-c, --compression and --backing need a qcow2 output")
 		}
-		err := writeAtomically(c.Dst, func(f *os.File) error {
+		err := atomicfile.Write(c.Dst, 0o644, func(f *os.File) error {
 			return qcow2.ConvertRaw(e.ctx, f, src, qcow2.ScanOptions{Progress: bar.set})
 		})
 		bar.done(err == nil)
@@ -232,7 +203,7 @@ func (c *convertCmd) Run(e *env) error {
 		defer base.Close()
 		opt.Base, opt.BackingFile, opt.BackingFormat = base, name, formatOf(base)
 	}
-	err = writeAtomically(c.Dst, func(f *os.File) error {
+	err = atomicfile.Write(c.Dst, 0o644, func(f *os.File) error {
 		_, err := qcow2.Convert(e.ctx, f, src, opt)
 		return err
 	})

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/repo"
 )
 
@@ -164,10 +165,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 			}
 			return ee.code
 		}
-		fmt.Fprintf(stderr, "canga: %v\n", err)
+		fmt.Fprintf(stderr, "canga: %v%s\n", err, hint(err))
 		return 1
 	}
 	return 0
+}
+
+// hint says what to do about an error, where the libraries' words stop.
+func hint(err error) string {
+	switch {
+	case errors.Is(err, repo.ErrNotPulled):
+		return " (canga pull downloads it)"
+	case errors.Is(err, index.ErrHasChildren):
+		return " (or use del --recursive)"
+	}
+	return ""
 }
 
 // warnStaleSignatures tells the user when a command left a signed index

@@ -4,19 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/cangallo/canga/index"
-	"github.com/cangallo/canga/index/signing"
 	"github.com/cangallo/canga/remote"
 	"github.com/cangallo/canga/repo"
 	"github.com/opencontainers/go-digest"
 )
-
-func (e *env) client() *remote.Client { return remote.NewClient(version) }
 
 type fetchCmd struct {
 	Repo string `arg:"" optional:"" name:"REPO" help:"Remote repository (default: every configured remote)."`
@@ -27,18 +21,11 @@ func (c *fetchCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	var names []string
+	names := h.Remotes()
 	if c.Repo != "" {
 		names = []string{c.Repo}
-	} else {
-		for _, rc := range h.Config.Repos {
-			if rc.Remote() {
-				names = append(names, rc.Name)
-			}
-		}
-		if len(names) == 0 {
-			return errors.New("no remote repository is configured (add one with a url in config.yaml)")
-		}
+	} else if len(names) == 0 {
+		return errors.New("no remote repository is configured (add one with a url in config.yaml)")
 	}
 	failed := 0
 	for _, name := range names {
@@ -58,7 +45,10 @@ func (c *fetchCmd) Run(e *env) error {
 }
 
 func (e *env) fetch(r *repo.Repo) error {
-	f, err := r.Fetch(e.ctx, e.client())
+	f, err := r.Fetch(e.ctx)
+	if errors.Is(err, repo.ErrLocal) {
+		return fmt.Errorf("repository %s is local: there is nothing to fetch", r.Name())
+	}
 	if err != nil {
 		return err
 	}
@@ -85,25 +75,24 @@ func (c *pullCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	return e.pull(r, ix, id)
-}
-
-func (e *env) pull(r *repo.Repo, ix *index.Index, id digest.Digest) error {
-	if !r.Conf.Remote() {
+	if !r.Remote() {
 		e.notice("%s is in local repository %s: nothing to pull", index.ShortID(id), r.Name())
 		return nil
 	}
-	var bar *progress
-	err := r.Pull(e.ctx, e.client(), ix, id, func(done, total int64) {
-		if bar == nil {
-			bar = e.newProgress(index.ShortID(id), total)
-		}
-		bar.setTotal(total)
-		bar.set(done)
-	})
-	if bar != nil {
-		bar.done(err == nil)
-	}
+	return e.pull(r, ix, id)
+}
+
+// copyOptions shows a copy's progress.
+func (e *env) copyOptions(label string, tr *transfer) repo.CopyOptions {
+	return repo.CopyOptions{Progress: func(id digest.Digest, done, size int64) {
+		tr.update(index.ShortID(id), done, size)
+	}}
+}
+
+func (e *env) pull(r *repo.Repo, ix *index.Index, id digest.Digest) error {
+	tr := e.newTransfer(index.ShortID(id))
+	_, err := e.h.Pull(e.ctx, r, ix, id, e.copyOptions(index.ShortID(id), tr))
+	tr.done(err == nil)
 	return err
 }
 
@@ -126,7 +115,7 @@ func (c *importCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	if dst.Conf.Remote() {
+	if dst.Remote() {
 		return fmt.Errorf("repository %s is a remote's cache: import into a local repository", dst.Name())
 	}
 	if c.Tag != "" {
@@ -134,11 +123,16 @@ func (c *importCmd) Run(e *env) error {
 			return err
 		}
 	}
-	if err := e.pull(src, six, id); err != nil {
+	tr := e.newTransfer(index.ShortID(id))
+	opt := e.copyOptions(index.ShortID(id), tr)
+	opt.Tag = c.Tag
+	res, err := h.Import(e.ctx, src, six, id, dst, opt)
+	tr.done(err == nil)
+	if err != nil {
 		return err
 	}
-	if err := dst.Import(e.ctx, src, six, id, c.Tag); err != nil {
-		return err
+	if res.Moved != "" {
+		e.notice("tag %s moved from %s to %s", c.Tag, index.ShortID(res.Moved), index.ShortID(id))
 	}
 	fmt.Fprintln(e.stdout, id)
 	return nil
@@ -169,36 +163,14 @@ func (c *signCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	if r.Conf.Remote() {
+	if r.Remote() {
 		return fmt.Errorf("repository %s is a remote's cache: sign the index where it is published", r.Name())
 	}
-	signer, err := signing.LoadSigner(c.Key)
+	s, err := r.Sign(e.ctx, c.Key)
 	if err != nil {
 		return err
 	}
-	// Sign the index bytes under the lock, so that no add changes them
-	// between reading and writing the signature.
-	lk, err := r.Store.Lock(e.ctx)
-	if err != nil {
-		return err
-	}
-	defer lk.Unlock()
-	data, err := os.ReadFile(filepath.Join(r.Dir(), repo.IndexFile))
-	if err != nil {
-		return fmt.Errorf("repository %s has no index to sign: %w", r.Name(), err)
-	}
-	sig, err := signing.Sign(data, signer)
-	if err != nil {
-		return err
-	}
-	if err := r.Store.WriteFileAtomic(repo.IndexFile+".sig", sig, 0o644); err != nil {
-		return err
-	}
-	fp, err := signing.CheckSignature(data, sig)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "signed %s with %s\n", filepath.Join(r.Dir(), repo.IndexFile), fp)
+	fmt.Fprintf(e.stdout, "signed %s with %s\n", s.File, s.Fingerprint)
 	return nil
 }
 
@@ -212,29 +184,13 @@ func (c *verifyCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	file := c.AllowedSigners
-	if file == "" {
-		file = r.Conf.AllowedSigners
-	}
-	if file == "" {
+	s, err := r.Verify(c.AllowedSigners)
+	if errors.Is(err, repo.ErrNoSigners) {
 		return fmt.Errorf("no allowed_signers: give --allowed-signers or set allowed_signers for %s in config.yaml", r.Name())
 	}
-	signers, err := signing.LoadAllowedSigners(file)
 	if err != nil {
 		return err
 	}
-	data, err := os.ReadFile(filepath.Join(r.Dir(), repo.IndexFile))
-	if err != nil {
-		return err
-	}
-	sig, err := os.ReadFile(filepath.Join(r.Dir(), repo.IndexFile+".sig"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	principal, fp, err := signing.Verify(data, sig, signers, time.Now())
-	if err != nil {
-		return fmt.Errorf("repository %s: %w", r.Name(), err)
-	}
-	fmt.Fprintf(e.stdout, "Good signature of %s's index by %s (%s)\n", r.Name(), principal, fp)
+	fmt.Fprintf(e.stdout, "Good signature of %s's index by %s (%s)\n", r.Name(), s.Principal, s.Fingerprint)
 	return nil
 }

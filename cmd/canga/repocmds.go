@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/cangallo/canga/index"
+	"github.com/cangallo/canga/internal/atomicfile"
 	"github.com/cangallo/canga/qcow2"
 	"github.com/cangallo/canga/repo"
 	"github.com/opencontainers/go-digest"
@@ -116,9 +116,18 @@ func (e *env) add(r *repo.Repo, file string, opt repo.AddOptions) error {
 	if bar != nil {
 		bar.done(err == nil)
 	}
+	if errors.Is(err, repo.ErrWrongParent) {
+		return fmt.Errorf("%w (give it with --parent)", err)
+	}
 	if err != nil {
 		return err
 	}
+	e.addResult(r, res)
+	return nil
+}
+
+// addResult says what an add did.
+func (e *env) addResult(r *repo.Repo, res *repo.AddResult) {
 	switch {
 	case res.Restored:
 		e.notice("image %s was in repository %s without its blob: the blob is back", index.ShortID(res.ID), r.Name())
@@ -126,10 +135,9 @@ func (e *env) add(r *repo.Repo, file string, opt repo.AddOptions) error {
 		e.notice("image %s is already in repository %s", index.ShortID(res.ID), r.Name())
 	}
 	if res.Moved != "" {
-		e.notice("tag %s moved from %s to %s", opt.Tag, index.ShortID(res.Moved), index.ShortID(res.ID))
+		e.notice("tag %s moved from %s to %s", res.Tag, index.ShortID(res.Moved), index.ShortID(res.ID))
 	}
 	fmt.Fprintln(e.stdout, res.ID)
-	return nil
 }
 
 type listCmd struct {
@@ -381,26 +389,11 @@ func (c *deltagCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	tag, names := c.Tag, h.Config.SearchOrder()
-	if rn, rest, ok := strings.Cut(c.Tag, ":"); ok && slices.Contains(names, rn) {
-		tag, names = rest, []string{rn}
+	_, _, err = h.DeleteTag(e.ctx, c.Tag)
+	if errors.Is(err, index.ErrNotFound) {
+		return fmt.Errorf("no tag %q", c.Tag)
 	}
-	for _, name := range names {
-		r, err := h.Repo(name)
-		if err != nil {
-			return err
-		}
-		ix, err := r.Index()
-		if err != nil {
-			return err
-		}
-		if _, ok := ix.Tags[tag]; !ok || r.Conf.Remote() {
-			continue
-		}
-		_, err = r.DeleteTag(e.ctx, tag)
-		return err
-	}
-	return fmt.Errorf("no tag %q", c.Tag)
+	return err
 }
 
 type delCmd struct {
@@ -415,9 +408,6 @@ func (c *delCmd) Run(e *env) error {
 	}
 	removed, err := r.Delete(e.ctx, id, c.Recursive)
 	if err != nil {
-		if errors.Is(err, index.ErrHasChildren) {
-			return fmt.Errorf("%w (or use del --recursive)", err)
-		}
 		return err
 	}
 	for _, d := range removed {
@@ -445,7 +435,7 @@ func (c *exportCmd) Run(e *env) error {
 	}
 	bar := e.newProgress(filepath.Base(c.Output), ix.Images[id].VirtualSize)
 	opt.Progress = bar.set
-	err = writeAtomically(c.Output, func(f *os.File) error { return r.Export(e.ctx, ix, id, f, opt) })
+	err = atomicfile.Write(c.Output, 0o644, func(f *os.File) error { return r.Export(e.ctx, ix, id, f, opt) })
 	bar.done(err == nil)
 	return err
 }
@@ -460,7 +450,7 @@ func (c *overlayCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomically(c.File, func(f *os.File) error { return r.Overlay(ix, id, f) })
+	return atomicfile.Write(c.File, 0o644, func(f *os.File) error { return r.Overlay(ix, id, f) })
 }
 
 type fsckCmd struct {
