@@ -140,3 +140,37 @@ func TestHostile(t *testing.T) {
 		t.Errorf("%d cases", len(cases))
 	}
 }
+
+// The libguestfs tests that read disks with Ext4 run only with
+// CANGA_GUESTFS_TEST=1; this checks the reader on a disk made here.
+func TestExt4(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	WriteFile(t, filepath.Join(root, "etc", "motd"), []byte("hello ☃\n"), 0o644)
+	d := Ext4{Raw: filepath.Join(dir, "disk.raw")}
+	Ext4Disk(t, d.Raw, "8M", root, "-L", "testkit")
+	if got, ok := d.Read(t, "/etc/motd"); !ok || got != "hello ☃\n" {
+		t.Errorf("Read /etc/motd = %q, %v", got, ok)
+	}
+	if _, ok := d.Read(t, "/etc/none"); ok {
+		t.Error("Read of a missing file succeeds")
+	}
+	if !d.Exists(t, "/etc") || d.Exists(t, "/nope") {
+		t.Error("Exists is wrong about /etc or /nope")
+	}
+	d.File(t, "/etc/motd", "hello ☃\n")
+	d.Absent(t, "/etc/shadow")
+}
+
+func TestCryptMatches(t *testing.T) {
+	const hash = "$6$saltsalt$qFmFH.bQmmtXzyBY0s9v7Oicd2z4XSIecDzlB5KiA2/jctKu9YterLp8wwnSq.qc.eoxqOmSuNp2xS0ktL3nh/" // crypt("password", "$6$saltsalt$")
+	if !CryptMatches(t, "password", hash) {
+		t.Error("the password does not match its hash")
+	}
+	if CryptMatches(t, "other", hash) {
+		t.Error("another password matches")
+	}
+}
