@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 )
 
 // The test binary doubles as the helper process of the multi-process tests:
@@ -291,26 +290,5 @@ func assertBlob(t *testing.T, s *Store, d digest.Digest, want []byte) {
 	}
 	if err := s.Verify(context.Background(), d, nil); err != nil {
 		t.Errorf("verify: %v", err)
-	}
-}
-
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Fatalf("mount -t tmpfs -o size=%s tmpfs %s: %v (this test needs root, as in CI)", size, dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("umount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
-func remountReadOnly(t *testing.T, dir string) {
-	t.Helper()
-	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-		t.Fatalf("mount -o remount,ro %s: %v", dir, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cangallo/canga/internal/testkit"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -21,7 +22,7 @@ func TestFullDisk(t *testing.T) {
 	d := digest.FromBytes(data)
 
 	newFull := func(t *testing.T) *Store {
-		s, err := Init(filepath.Join(mountTmpfs(t, "1m"), "repo"))
+		s, err := Init(filepath.Join(testkit.Tmpfs(t, "1m"), "repo"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +89,7 @@ func TestFullDisk(t *testing.T) {
 func TestReadOnlyRepository(t *testing.T) {
 	ctx := context.Background()
 	for _, withLockFile := range []bool{false, true} {
-		mnt := mountTmpfs(t, "16m")
+		mnt := testkit.Tmpfs(t, "16m")
 		s, err := Init(filepath.Join(mnt, "repo"))
 		if err != nil {
 			t.Fatal(err)
@@ -104,7 +105,7 @@ func TestReadOnlyRepository(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		remountReadOnly(t, mnt)
+		testkit.RemountReadOnly(t, mnt)
 
 		ro, err := Open(s.Dir())
 		if err != nil {

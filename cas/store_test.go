@@ -13,6 +13,7 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"github.com/cangallo/canga/internal/testkit"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -752,18 +753,8 @@ func TestVerify(t *testing.T) {
 	}
 
 	p, _ := s.Path(info.Digest)
-	if err := os.Chmod(p, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(p, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte{^data[bufSize]}, bufSize); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	err = s.Verify(ctx, info.Digest, nil)
+	testkit.FlipByte(t, p, bufSize)
+	err := s.Verify(ctx, info.Digest, nil)
 	var dm *DigestMismatchError
 	if !errors.As(err, &dm) || dm.Expected != info.Digest || dm.Actual == info.Digest {
 		t.Errorf("Verify of a corrupt blob = %v", err)

@@ -2,10 +2,10 @@ package fuzz
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
+	"github.com/cangallo/canga/internal/testkit"
 	"github.com/cangallo/canga/qcow2"
 )
 
@@ -16,22 +16,10 @@ func FuzzOpenFile(f *testing.F) {
 	dir := f.TempDir()
 	base := filepath.Join(dir, "base.qcow2")
 	top := filepath.Join(dir, "top.qcow2")
-	for _, args := range [][]string{
-		{"create", "-q", "-f", "qcow2", "-o", "cluster_size=512", base, "64K"},
-		{"create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "-b", "base.qcow2", "-F", "qcow2", top},
-	} {
-		if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
-			f.Fatalf("qemu-img: %v\n%s", err, out)
-		}
-	}
-	if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 3 1k 2k", top).CombinedOutput(); err != nil {
-		f.Fatalf("qemu-io: %v\n%s", err, out)
-	}
-	seed, err := os.ReadFile(top)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(seed)
+	testkit.QemuCreate(f, base, "64K", "-o", "cluster_size=512")
+	testkit.QemuCreate(f, top, "", "-o", "cluster_size=512", "-b", "base.qcow2", "-F", "qcow2")
+	testkit.QemuIO(f, "qcow2", top, "write -P 3 1k 2k")
+	f.Add(testkit.ReadFile(f, top))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		name := filepath.Join(dir, "fuzz.qcow2")
 		if err := os.WriteFile(name, data, 0o644); err != nil {

@@ -20,13 +20,14 @@ package guestfs
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 func integration(t *testing.T) {
@@ -34,73 +35,6 @@ func integration(t *testing.T) {
 	if os.Getenv("CANGA_GUESTFS_TEST") != "1" {
 		t.Skip("set CANGA_GUESTFS_TEST=1 to boot libguestfs (a few minutes; see integration_test.go)")
 	}
-}
-
-func runCmd(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// testGuest returns the cached base guest image, building it if needed.
-func testGuest(t *testing.T) string {
-	t.Helper()
-	cache := os.Getenv("CANGA_TEST_CACHE")
-	if cache == "" {
-		dir, err := os.UserCacheDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cache = filepath.Join(dir, "canga-test")
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(cache, "guestfs-bookworm-minbase-v1.qcow2")
-	if _, err := os.Stat(path); err == nil {
-		return path
-	}
-	if os.Geteuid() != 0 {
-		t.Fatalf("the test guest %s is missing and building it needs root (debootstrap): run this test once as root", path)
-	}
-	for _, tool := range []string{"debootstrap", "mkfs.ext4", "qemu-img"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("building the test guest needs %s: apt-get install debootstrap e2fsprogs qemu-utils", tool)
-		}
-	}
-	work := t.TempDir()
-	root := filepath.Join(work, "root")
-	start := time.Now()
-	runCmd(t, "debootstrap", "--variant=minbase", "bookworm", root, "http://deb.debian.org/debian")
-	t.Logf("debootstrap took %v", time.Since(start).Round(time.Second))
-	// Inspection finds the root by its contents; a real fstab makes the
-	// guest look like an installed system.
-	writeFile(t, filepath.Join(root, "etc/fstab"), "LABEL=canga-root / ext4 errors=remount-ro 0 1\n", 0o644)
-	writeFile(t, filepath.Join(root, "etc/hostname"), "canga-test\n", 0o644)
-	writeFile(t, filepath.Join(root, "etc/motd"), "motd to delete\n", 0o644)
-	raw := filepath.Join(work, "disk.raw")
-	f, err := os.Create(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(1 << 30); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	runCmd(t, "mkfs.ext4", "-q", "-F", "-L", "canga-root", "-d", root, raw)
-	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
-	runCmd(t, "qemu-img", "convert", "-c", "-O", "qcow2", raw, tmp)
-	if err := os.Chmod(tmp, 0o444); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("test guest built in %v: %s", time.Since(start).Round(time.Second), path)
-	return path
 }
 
 // tcgEnv forces TCG when KVM cannot run the appliance: qemu aborts at once
@@ -128,50 +62,7 @@ func tcgEnv(t *testing.T) []string {
 
 func newGuestOverlay(t *testing.T, base string) string {
 	t.Helper()
-	overlay := filepath.Join(t.TempDir(), "overlay.qcow2")
-	runCmd(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", overlay)
-	return overlay
-}
-
-// guestFS reads files of a guest image with debugfs, not with libguestfs.
-type guestFS struct{ raw string }
-
-func openGuest(t *testing.T, overlay string) guestFS {
-	t.Helper()
-	raw := filepath.Join(t.TempDir(), "guest.raw")
-	runCmd(t, "qemu-img", "convert", "-O", "raw", overlay, raw)
-	return guestFS{raw}
-}
-
-func (g guestFS) read(t *testing.T, path string) (string, bool) {
-	t.Helper()
-	cmd := exec.Command("debugfs", "-R", `cat "`+path+`"`, g.raw)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("debugfs cat %s: %v\n%s", path, err, stderr.String())
-	}
-	if strings.Contains(stderr.String(), "File not found") {
-		return "", false
-	}
-	return stdout.String(), true
-}
-
-func (g guestFS) file(t *testing.T, path, want string) {
-	t.Helper()
-	got, ok := g.read(t, path)
-	if !ok {
-		t.Errorf("guest %s: missing", path)
-	} else if got != want {
-		t.Errorf("guest %s = %q, want %q", path, got, want)
-	}
-}
-
-func (g guestFS) absent(t *testing.T, path string) {
-	t.Helper()
-	if _, ok := g.read(t, path); ok {
-		t.Errorf("guest %s exists, want it absent", path)
-	}
+	return testkit.QemuCreate(t, filepath.Join(t.TempDir(), "overlay.qcow2"), "", "-b", base, "-F", "qcow2")
 }
 
 const integrationCangafile = `parent: test-base
@@ -210,18 +101,18 @@ tasks:
 
 func TestIntegrationBuild(t *testing.T) {
 	integration(t)
-	base := testGuest(t)
+	base := testkit.DebianGuest(t)
 	env := tcgEnv(t)
 
 	dir := t.TempDir()
 	if err := os.Mkdir(filepath.Join(dir, "context"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(dir, "context", "hello.txt"), "hello\n", 0o644)
-	writeFile(t, filepath.Join(dir, "context", "remove-me"), "gone\n", 0o644)
-	writeFile(t, filepath.Join(dir, "my file.txt"), "spaces\n", 0o644)
+	testkit.WriteFile(t, filepath.Join(dir, "context", "hello.txt"), []byte("hello\n"), 0o644)
+	testkit.WriteFile(t, filepath.Join(dir, "context", "remove-me"), []byte("gone\n"), 0o644)
+	testkit.WriteFile(t, filepath.Join(dir, "my file.txt"), []byte("spaces\n"), 0o644)
 	cangafile := filepath.Join(dir, "Cangafile")
-	writeFile(t, cangafile, integrationCangafile, 0o644)
+	testkit.WriteFile(t, cangafile, []byte(integrationCangafile), 0o644)
 	c, err := ParseFile(cangafile)
 	if err != nil {
 		t.Fatal(err)
@@ -248,23 +139,23 @@ func TestIntegrationBuild(t *testing.T) {
 		}
 	}
 
-	g := openGuest(t, overlay)
-	g.file(t, "/opt/context/hello.txt", "hello\n")
-	g.absent(t, "/opt/context/remove-me")
-	g.file(t, "/opt/with space/my file.txt", "spaces\n")
-	g.file(t, "/out/quotes", "double single subst dflt\nhash # kept\n")
-	g.file(t, "/out/backslashes", `a\b|c\d|e\f|`)
-	g.file(t, "/out/continued", "one two three ")
-	g.file(t, "/out/unicode", "Ünïcödé ☃\n")
-	g.file(t, "/out/script", "line 1\nline 2\nline 3\n")
-	g.file(t, "/out/inject", "a\n")
-	g.absent(t, "/pwned")
-	g.file(t, "/etc/canga.conf", "PermitRootLogin no\nPermitRootLogin no\nUsePAM yes\n"+
+	g := testkit.Ext4{Raw: testkit.QemuRaw(t, overlay)}
+	g.File(t, "/opt/context/hello.txt", "hello\n")
+	g.Absent(t, "/opt/context/remove-me")
+	g.File(t, "/opt/with space/my file.txt", "spaces\n")
+	g.File(t, "/out/quotes", "double single subst dflt\nhash # kept\n")
+	g.File(t, "/out/backslashes", `a\b|c\d|e\f|`)
+	g.File(t, "/out/continued", "one two three ")
+	g.File(t, "/out/unicode", "Ünïcödé ☃\n")
+	g.File(t, "/out/script", "line 1\nline 2\nline 3\n")
+	g.File(t, "/out/inject", "a\n")
+	g.Absent(t, "/pwned")
+	g.File(t, "/etc/canga.conf", "PermitRootLogin no\nPermitRootLogin no\nUsePAM yes\n"+
 		`path=/new/a & \1 $1 @x "q' \\ é`+"\n☃ ☃\n")
-	g.absent(t, "/etc/motd")
-	g.absent(t, "/tmp/builder.log")
+	g.Absent(t, "/etc/motd")
+	g.Absent(t, "/tmp/builder.log")
 
-	shadow, _ := g.read(t, "/etc/shadow")
+	shadow, _ := g.Read(t, "/etc/shadow")
 	fields := map[string]string{}
 	for _, l := range strings.Split(shadow, "\n") {
 		if f := strings.Split(l, ":"); len(f) > 2 {
@@ -276,15 +167,14 @@ func TestIntegrationBuild(t *testing.T) {
 	}
 	// The host's crypt(3), through perl, checks the hash.
 	hash := fields["root"]
-	got, err := exec.Command("perl", "-e", `print crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? "match" : "differ"`, `pa:ss w\ord`, hash).Output()
-	if err != nil || string(got) != "match" {
-		t.Errorf("root's hash %q does not match the password: %s %v", hash, got, err)
+	if !testkit.CryptMatches(t, `pa:ss w\ord`, hash) {
+		t.Errorf("root's hash %q does not match the password", hash)
 	}
 }
 
 func TestIntegrationFailures(t *testing.T) {
 	integration(t)
-	base := testGuest(t)
+	base := testkit.DebianGuest(t)
 	env := tcgEnv(t)
 	tests := []struct {
 		name, cangafile string

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -12,14 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-func writeFile(t *testing.T, path, data string, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(data), mode); err != nil {
-		t.Fatal(err)
-	}
-}
+	"github.com/cangallo/canga/internal/testkit"
+)
 
 // bootDir makes a /boot stand-in holding the given vmlinuz-* entries.
 func bootDir(t *testing.T, setup func(dir string)) string {
@@ -33,7 +27,7 @@ func bootDir(t *testing.T, setup func(dir string)) string {
 
 func TestPreflight(t *testing.T) {
 	okBoot := bootDir(t, func(d string) {
-		writeFile(t, filepath.Join(d, "vmlinuz-6.1.0-1-amd64"), "kernel", 0o644)
+		testkit.WriteFile(t, filepath.Join(d, "vmlinuz-6.1.0-1-amd64"), []byte("kernel"), 0o644)
 	})
 	changePlan, err := NewPlan([]Task{{Kind: KindChange, File: "/a", Regexp: "a", Text: "b"}})
 	if err != nil {
@@ -75,7 +69,7 @@ func TestPreflight(t *testing.T) {
 			if err := os.Mkdir(filepath.Join(d, "vmlinuz-a"), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			writeFile(t, filepath.Join(d, "vmlinuz-b"), "kernel", 0o644)
+			testkit.WriteFile(t, filepath.Join(d, "vmlinuz-b"), []byte("kernel"), 0o644)
 		})}, nil, nil},
 		{"SUPERMIN_KERNEL missing", runPlan, Options{Tools: sh, BootDir: bootDir(t, nil), Env: []string{"SUPERMIN_KERNEL=/nonexistent/vmlinuz"}},
 			ErrNoKernel, []string{"SUPERMIN_KERNEL", "/nonexistent/vmlinuz"}},
@@ -105,11 +99,7 @@ func TestPreflight(t *testing.T) {
 // newOverlay makes a real (empty) qcow2 image with qemu-img.
 func newOverlay(t *testing.T, dir string) string {
 	t.Helper()
-	path := filepath.Join(dir, "overlay.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", path, "64M").CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img create (apt-get install qemu-utils): %v\n%s", err, out)
-	}
-	return path
+	return testkit.QemuCreate(t, filepath.Join(dir, "overlay.qcow2"), "64M")
 }
 
 // script writes an executable shell script standing in for a tool, to test
@@ -118,7 +108,7 @@ func newOverlay(t *testing.T, dir string) string {
 func script(t *testing.T, dir, name, body string) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
-	writeFile(t, path, "#!/bin/sh\n"+body, 0o755)
+	testkit.WriteFile(t, path, []byte("#!/bin/sh\n"+body), 0o755)
 	return path
 }
 
@@ -304,7 +294,7 @@ func TestRunCancel(t *testing.T) {
 func TestRunBadOverlay(t *testing.T) {
 	work := t.TempDir()
 	raw := filepath.Join(work, "disk.raw")
-	writeFile(t, raw, strings.Repeat("\x00", 4096), 0o644)
+	testkit.WriteFile(t, raw, []byte(strings.Repeat("\x00", 4096)), 0o644)
 	plan, _ := NewPlan([]Task{{Kind: KindRun, Command: "true"}})
 	opts := Options{Tools: Tools{VirtCustomize: "true", VirtSparsify: "true"}}
 	for path, want := range map[string]string{

@@ -7,14 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cangallo/canga/internal/testimages"
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // TestHostileImages opens and digests every hostile image: each must fail
 // with a clear error, quickly, without a panic and without allocating in
 // proportion to a number found in the file.
 func TestHostileImages(t *testing.T) {
-	cases, err := testimages.Hostile(t.TempDir())
+	cases, err := testkit.Hostile(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

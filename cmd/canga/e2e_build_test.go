@@ -32,20 +32,15 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // bldBuildTimeout bounds one `canga build` that boots the appliance.
 const bldBuildTimeout = 20 * time.Minute
-
-// bldGuestName is the cached guest, shared with guestfs/integration_test.go:
-// keep the name and the recipe in step with it.
-const bldGuestName = "guestfs-bookworm-minbase-v1.qcow2"
 
 // bldGated skips the test unless the libguestfs end-to-end tests are on.
 func bldGated(t *testing.T) {
@@ -53,135 +48,22 @@ func bldGated(t *testing.T) {
 	if os.Getenv("CANGA_GUESTFS_TEST") != "1" {
 		t.Skip("set CANGA_GUESTFS_TEST=1 to run canga build on a real Debian guest with libguestfs (a few minutes; CI sets it)")
 	}
-	for _, tool := range []string{"virt-customize", "virt-sparsify", "debugfs", "perl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not found: the canga build tests need libguestfs-tools, e2fsprogs and perl (scripts/deps.sh installs them)", tool)
-		}
-	}
-}
-
-func bldCacheDir() (string, error) {
-	if d := os.Getenv("CANGA_TEST_CACHE"); d != "" {
-		return d, nil
-	}
-	d, err := os.UserCacheDir()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(d, "canga-test"), nil
-}
-
-// bldGuest returns the cached guest image, building it on first use.
-func bldGuest(t *testing.T) string {
-	t.Helper()
-	built := time.Duration(0)
-	defer func() {
-		if built > 0 {
-			t.Logf("built the test guest in %v", built.Round(time.Second))
-		}
-	}()
-	return shared(t, "bld-guest", func(work string) (string, error) {
-		cache, err := bldCacheDir()
-		if err != nil {
-			return "", err
-		}
-		if err := os.MkdirAll(cache, 0o755); err != nil {
-			return "", err
-		}
-		path := filepath.Join(cache, bldGuestName)
-		if _, err := os.Stat(path); err == nil {
-			return path, nil
-		}
-		// go test runs packages at once: the guestfs package may be
-		// building the same guest. The lock keeps two of these tests from
-		// running debootstrap together; the guest appears by link, which
-		// never replaces one that another test is already using.
-		lock, err := os.OpenFile(filepath.Join(cache, bldGuestName+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-		if err != nil {
-			return "", err
-		}
-		defer lock.Close()
-		if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-			return "", err
-		}
-		if _, err := os.Stat(path); err == nil {
-			return path, nil
-		}
-		if os.Geteuid() != 0 {
-			return "", fmt.Errorf("the test guest %s is missing and building it needs root (debootstrap): run these tests once as root", path)
-		}
-		if _, err := exec.LookPath("debootstrap"); err != nil {
-			return "", errors.New("building the test guest needs debootstrap: apt-get install debootstrap")
-		}
-		start := time.Now()
-		err = bldMakeGuest(work, path)
-		built = time.Since(start)
-		return path, err
-	})
-}
-
-// bldMakeGuest is the guestfs integration test's recipe: a minbase tree,
-// an fstab and a hostname so that inspection sees an installed system, a
-// motd to delete, all in an ext4 labelled canga-root.
-func bldMakeGuest(work, path string) error {
-	root := filepath.Join(work, "root")
-	mirror := "http://deb.debian.org/debian"
-	if m := os.Getenv("CANGA_DEBIAN_MIRROR"); m != "" {
-		mirror = m
-	}
-	if err := run("debootstrap", "--variant=minbase", "bookworm", root, mirror); err != nil {
-		return err
-	}
-	for name, content := range map[string]string{
-		"etc/fstab":    "LABEL=canga-root / ext4 errors=remount-ro 0 1\n",
-		"etc/hostname": "canga-test\n",
-		"etc/motd":     "motd to delete\n",
-	} {
-		if err := os.WriteFile(filepath.Join(root, name), []byte(content), 0o644); err != nil {
-			return err
-		}
-	}
-	raw := filepath.Join(work, "disk.raw")
-	if err := run("mkfs.ext4", "-q", "-F", "-L", "canga-root", "-d", root, raw, "1G"); err != nil {
-		return err
-	}
-	if err := os.RemoveAll(root); err != nil {
-		return err
-	}
-	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
-	defer os.Remove(tmp)
-	if err := run("qemu-img", "convert", "-c", "-O", "qcow2", raw, tmp); err != nil {
-		return err
-	}
-	if err := os.Remove(raw); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, 0o444); err != nil {
-		return err
-	}
-	if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
-		return err
-	}
-	return nil
+	testkit.Need(t, "virt-customize", "virt-sparsify", "debugfs", "perl")
 }
 
 // bldHome is a new CANGA_HOME whose default repository holds the guest as
 // base:1; it returns the home and the base's image ID.
 func bldHome(t *testing.T) (string, string) {
 	t.Helper()
-	guest := bldGuest(t)
+	guest := testkit.DebianGuest(t)
 	home := t.TempDir()
 	return home, addID(t, home, guest, "--tag", "base:1", "--os", "Debian 12 (bookworm)")
 }
 
 func bldWrite(t *testing.T, path, content string) {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	mkdir(t, filepath.Dir(path))
+	testkit.WriteFile(t, path, []byte(content), 0o644)
 }
 
 // bldShow is canga show --json, the fields these tests look at.
@@ -208,64 +90,18 @@ func bldShowJSON(t *testing.T, home, image string) bldShow {
 	return s
 }
 
-// bldDisk is an exported raw disk, read with debugfs.
-type bldDisk struct{ raw string }
-
 // bldExport exports image as a raw disk with canga export.
-func bldExport(t *testing.T, home, image string) bldDisk {
+func bldExport(t *testing.T, home, image string) testkit.Ext4 {
 	t.Helper()
 	raw := filepath.Join(t.TempDir(), "out.raw")
 	ok(t, home, "export", image, raw, "-O", "raw")
-	return bldDisk{raw}
+	return testkit.Ext4{Raw: raw}
 }
 
-// debugfs exits 0 whether or not the path exists: what it could not find,
-// it says on stderr.
-func (d bldDisk) debugfs(t *testing.T, request, path string) (string, bool) {
+// bldShadowField is the password field of user in the guest's /etc/shadow.
+func bldShadowField(t *testing.T, d testkit.Ext4, user string) string {
 	t.Helper()
-	out, code, stderr := shCode(t, "debugfs", "-R", request+` "`+path+`"`, d.raw)
-	if code != 0 {
-		t.Fatalf("debugfs -R '%s %s' %s: exit %d\n%s", request, path, d.raw, code, stderr)
-	}
-	if strings.Contains(stderr, "File not found") {
-		return "", false
-	}
-	return out, true
-}
-
-func (d bldDisk) read(t *testing.T, path string) (string, bool) {
-	t.Helper()
-	return d.debugfs(t, "cat", path)
-}
-
-func (d bldDisk) exists(t *testing.T, path string) bool {
-	t.Helper()
-	_, ok := d.debugfs(t, "stat", path)
-	return ok
-}
-
-func (d bldDisk) file(t *testing.T, path, want string) {
-	t.Helper()
-	got, ok := d.read(t, path)
-	switch {
-	case !ok:
-		t.Errorf("guest %s: missing, want %q", path, want)
-	case got != want:
-		t.Errorf("guest %s = %q, want %q", path, got, want)
-	}
-}
-
-func (d bldDisk) absent(t *testing.T, path string) {
-	t.Helper()
-	if d.exists(t, path) {
-		t.Errorf("guest %s exists, want it deleted", path)
-	}
-}
-
-// shadowField is the password field of user in the guest's /etc/shadow.
-func (d bldDisk) shadowField(t *testing.T, user string) string {
-	t.Helper()
-	shadow, ok := d.read(t, "/etc/shadow")
+	shadow, ok := d.Read(t, "/etc/shadow")
 	if !ok {
 		t.Fatal("guest /etc/shadow: missing")
 	}
@@ -276,14 +112,6 @@ func (d bldDisk) shadowField(t *testing.T, user string) string {
 	}
 	t.Fatalf("guest /etc/shadow has no %s entry:\n%s", user, shadow)
 	return ""
-}
-
-// bldCryptMatches checks a shadow hash against a password with the host's
-// crypt(3), through perl.
-func bldCryptMatches(t *testing.T, password, hash string) bool {
-	t.Helper()
-	out := sh(t, "perl", "-e", `print crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? "match" : "differ"`, password, hash)
-	return out == "match"
 }
 
 // bldRequireTmpClean requires the repository's .tmp/ to be empty, after
@@ -304,11 +132,11 @@ func bldRequireTmpClean(t *testing.T, home string) {
 func bldRequireBlobChain(t *testing.T, home string, blobs ...string) {
 	t.Helper()
 	top := blobPath(home, blobs[0])
-	requireQemuClean(t, top)
-	if got := sha256sum(t, top); got != blobs[0] {
+	testkit.QemuCheck(t, top)
+	if got := testkit.Sha256sum(t, top).String(); got != blobs[0] {
 		t.Errorf("blob %s has sha256sum %s", blobs[0], got)
 	}
-	chain := qemuChain(t, top)
+	chain := testkit.QemuChain(t, top)
 	if len(chain) != len(blobs) {
 		t.Fatalf("qemu-img info --backing-chain %s: %d images, want %d: %+v", top, len(chain), len(blobs), chain)
 	}
@@ -333,14 +161,14 @@ func TestBldGuestBuild(t *testing.T) {
 	home, baseID := bldHome(t)
 	base := bldShowJSON(t, home, "base:1")
 	baseDisk := bldExport(t, home, "base:1")
-	if !baseDisk.exists(t, "/etc/motd") {
+	if !baseDisk.Exists(t, "/etc/motd") {
 		t.Fatal("the base guest has no /etc/motd to delete")
 	}
-	baseRoot := baseDisk.shadowField(t, "root")
+	baseRoot := bldShadowField(t, baseDisk, "root")
 	if strings.HasPrefix(baseRoot, "$") {
 		t.Fatalf("the base guest's root already has a password hash %q", baseRoot)
 	}
-	if baseDisk.exists(t, "/etc/bld.conf") || baseDisk.exists(t, "/out") {
+	if baseDisk.Exists(t, "/etc/bld.conf") || baseDisk.Exists(t, "/out") {
 		t.Fatal("the base guest already has what the build should create")
 	}
 
@@ -446,21 +274,21 @@ tasks:
 	// Each task's effect, seen by debugfs in the exported disk, whose bytes
 	// are the image ID.
 	disk := bldExport(t, home, "built:1")
-	if got := imageID(t, disk.raw); got != built.ID {
+	if got := testkit.RawDigest(t, disk.Raw).String(); got != built.ID {
 		t.Errorf("sha256sum of qemu-img convert -O raw of the export = %s, want the ID %s", got, built.ID)
 	}
-	disk.file(t, "/opt/ctx/hello.txt", "hello from the host\n")
-	disk.file(t, "/opt/ctx/sub/nested.txt", "nested\n")
-	disk.absent(t, "/opt/ctx/remove-me")
-	disk.file(t, "/etc/bld/single.txt", "single file\n")
-	disk.file(t, "/out/multi", "multi-line run\n")
-	disk.file(t, "/out/seen-copy", "hello from the host\n")
-	disk.file(t, "/out/list", "list item\n")
-	disk.file(t, "/etc/bld.conf", "PermitRootLogin no\nUsePAM yes\n")
-	disk.absent(t, "/etc/motd")
-	disk.absent(t, "/tmp/builder.log")
-	rootHash := disk.shadowField(t, "root")
-	if !strings.HasPrefix(rootHash, "$") || !bldCryptMatches(t, password, rootHash) {
+	disk.File(t, "/opt/ctx/hello.txt", "hello from the host\n")
+	disk.File(t, "/opt/ctx/sub/nested.txt", "nested\n")
+	disk.Absent(t, "/opt/ctx/remove-me")
+	disk.File(t, "/etc/bld/single.txt", "single file\n")
+	disk.File(t, "/out/multi", "multi-line run\n")
+	disk.File(t, "/out/seen-copy", "hello from the host\n")
+	disk.File(t, "/out/list", "list item\n")
+	disk.File(t, "/etc/bld.conf", "PermitRootLogin no\nUsePAM yes\n")
+	disk.Absent(t, "/etc/motd")
+	disk.Absent(t, "/tmp/builder.log")
+	rootHash := bldShadowField(t, disk, "root")
+	if !strings.HasPrefix(rootHash, "$") || !testkit.CryptMatches(t, password, rootHash) {
 		t.Errorf("root's password field is %q (was %q): want a hash of the Cangafile's password", rootHash, baseRoot)
 	}
 
@@ -502,17 +330,17 @@ run:
 	bldRequireBlobChain(t, home, old.Blob, built.Blob, base.Blob)
 	bldRequireTmpClean(t, home)
 	disk = bldExport(t, home, "bld-old:1")
-	if got := imageID(t, disk.raw); got != old.ID {
+	if got := testkit.RawDigest(t, disk.Raw).String(); got != old.ID {
 		t.Errorf("sha256sum of qemu-img convert -O raw of the export = %s, want the ID %s", got, old.ID)
 	}
-	disk.file(t, "/old/data.txt", "older form data\n")
-	disk.file(t, "/out/old-copy", "older form data\n")
-	disk.absent(t, "/old/tmp")
+	disk.File(t, "/old/data.txt", "older form data\n")
+	disk.File(t, "/out/old-copy", "older form data\n")
+	disk.Absent(t, "/old/tmp")
 	// built:1's changes are still there under the new one's.
-	disk.file(t, "/out/multi", "multi-line run\nolder-form-run\n")
-	disk.file(t, "/etc/bld.conf", "PermitRootLogin no\nUsePAM yes\n")
-	disk.absent(t, "/etc/motd")
-	if got := disk.shadowField(t, "root"); got != rootHash {
+	disk.File(t, "/out/multi", "multi-line run\nolder-form-run\n")
+	disk.File(t, "/etc/bld.conf", "PermitRootLogin no\nUsePAM yes\n")
+	disk.Absent(t, "/etc/motd")
+	if got := bldShadowField(t, disk, "root"); got != rootHash {
 		t.Errorf("root's password field is %q, want built:1's %q", got, rootHash)
 	}
 	t.Logf("TestBldGuestBuild took %v", time.Since(start).Round(time.Second))
@@ -573,24 +401,6 @@ run:
 	}
 }
 
-// bldBuffer is a bytes.Buffer that a test may read while a process writes.
-type bldBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *bldBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *bldBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // bldHolders lists the processes that have a file under dir open.
 func bldHolders(dir string) []string {
 	var held []string
@@ -606,7 +416,7 @@ func bldHolders(dir string) []string {
 // bldRunning is a canga build running in the background.
 type bldRunning struct {
 	cmd            *exec.Cmd
-	stdout, stderr bldBuffer
+	stdout, stderr testkit.SyncBuffer
 	done           chan error
 	exited         bool
 	err            error

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // canga create makes the image qemu-img create would: same virtual size
@@ -17,9 +19,9 @@ func TestCreateSizes(t *testing.T) {
 		t.Run(size, func(t *testing.T) {
 			q := filepath.Join(dir, "q-"+size)
 			c := filepath.Join(dir, "c-"+size)
-			sh(t, "qemu-img", "create", "-q", "-f", "qcow2", q, size)
+			testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", q, size)
 			ok(t, "", "create", c, size)
-			want, got := qemuInfo(t, q), qemuInfo(t, c)
+			want, got := testkit.QemuInfo(t, q), testkit.QemuInfo(t, c)
 			if got.Format != "qcow2" || got.VirtualSize != want.VirtualSize || got.ClusterSize != 65536 {
 				t.Errorf("canga create %s: format %s, virtual size %d, cluster size %d; qemu-img create: virtual size %d",
 					size, got.Format, got.VirtualSize, got.ClusterSize, want.VirtualSize)
@@ -27,8 +29,8 @@ func TestCreateSizes(t *testing.T) {
 			if got.FormatSpecific == nil || got.FormatSpecific.Data.Compat != "1.1" {
 				t.Errorf("not a qcow2 v3 image: %+v", got.FormatSpecific)
 			}
-			requireQemuClean(t, c)
-			requireSame(t, q, c)
+			testkit.QemuCheck(t, c)
+			testkit.QemuCompare(t, q, c)
 		})
 	}
 }
@@ -42,13 +44,13 @@ func TestCreateClusterSize(t *testing.T) {
 		t.Run(tc.arg, func(t *testing.T) {
 			p := filepath.Join(dir, "c"+tc.arg)
 			ok(t, "", "create", p, "5G", "--cluster-size", tc.arg)
-			if got := qemuInfo(t, p); got.ClusterSize != tc.want || got.VirtualSize != 5<<30 {
+			if got := testkit.QemuInfo(t, p); got.ClusterSize != tc.want || got.VirtualSize != 5<<30 {
 				t.Errorf("cluster size %d, virtual size %d; want %d, %d", got.ClusterSize, got.VirtualSize, tc.want, int64(5<<30))
 			}
-			requireQemuClean(t, p)
+			testkit.QemuCheck(t, p)
 			// qemu can write into it and it stays clean.
-			qemuIO(t, p, "write -P 0x7 1M 300k", "write -P 0x8 4G 1M")
-			requireQemuClean(t, p)
+			testkit.QemuIO(t, "qcow2", p, "write -P 0x7 1M 300k", "write -P 0x8 4G 1M")
+			testkit.QemuCheck(t, p)
 		})
 	}
 }
@@ -86,14 +88,14 @@ func TestCreateBacking(t *testing.T) {
 				args = append(args, tc.size)
 			}
 			ok(t, home, append(args, "--backing", tc.backing)...)
-			got := qemuInfo(t, p)
+			got := testkit.QemuInfo(t, p)
 			if got.BackingFilename != tc.wantName || got.BackingFormat != tc.wantFmt || got.VirtualSize != tc.wantSize {
 				t.Errorf("backing %q (%s), virtual size %d; want %q (%s), %d",
 					got.BackingFilename, got.BackingFormat, got.VirtualSize, tc.wantName, tc.wantFmt, tc.wantSize)
 			}
-			requireQemuClean(t, p)
+			testkit.QemuCheck(t, p)
 			if tc.same != "" {
-				requireSame(t, p, filepath.Join(dir, tc.same))
+				testkit.QemuCompare(t, p, filepath.Join(dir, tc.same))
 			}
 		})
 	}
@@ -134,8 +136,8 @@ func convertSource(t *testing.T, dir string) string {
 	copyFile(t, baseQcow2(t), filepath.Join(dir, "base.qcow2"))
 	data := dataClusters(t, baseRaw(t))
 	top := filepath.Join(dir, "top.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top)
-	qemuIO(t, top, "write -P 0x5c 3M 200k", "write -z "+itoa(data[3])+" 64k",
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top)
+	testkit.QemuIO(t, "qcow2", top, "write -P 0x5c 3M 200k", "write -z "+itoa(data[3])+" 64k",
 		"discard "+itoa(data[7])+" 128k", "write -P 0x77 63M 1M")
 	return top
 }
@@ -168,13 +170,13 @@ func TestConvert(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out")
 			ok(t, "", append([]string{"convert", src, out}, tc.args...)...)
-			requireSame(t, src, out)
-			info := qemuInfo(t, out)
+			testkit.QemuCompare(t, src, out)
+			info := testkit.QemuInfo(t, out)
 			if tc.raw {
 				if info.Format != "raw" || fileSize(t, out) != 64<<20 {
 					t.Errorf("-O raw: format %s, %d bytes", info.Format, fileSize(t, out))
 				}
-				if imageID(t, out) != sha256sum(t, out) {
+				if testkit.RawDigest(t, out).String() != testkit.Sha256sum(t, out).String() {
 					t.Errorf("raw output differs from qemu-img's raw output")
 				}
 				return
@@ -182,7 +184,7 @@ func TestConvert(t *testing.T) {
 			if info.Format != "qcow2" || info.ClusterSize != tc.cluster || info.BackingFilename != "" {
 				t.Errorf("format %s, cluster size %d, backing %q; want qcow2, %d, none", info.Format, info.ClusterSize, info.BackingFilename, tc.cluster)
 			}
-			code, counts, stderr := qemuCheck(t, out)
+			code, counts, stderr := testkit.QemuCheckReport(t, out)
 			if code != 0 || counts.Corruptions+counts.Leaks+counts.CheckErrors != 0 {
 				t.Errorf("qemu-img check: exit %d %+v\n%s", code, counts, stderr)
 			}
@@ -210,7 +212,7 @@ func TestConvertBacking(t *testing.T) {
 	dir := t.TempDir()
 	top := convertSource(t, dir)
 	full := filepath.Join(dir, "full.qcow2")
-	sh(t, "qemu-img", "convert", "-O", "qcow2", top, full) // standalone: no backing file
+	testkit.Run(t, "qemu-img", "convert", "-O", "qcow2", top, full) // standalone: no backing file
 	copyFile(t, baseRaw(t), filepath.Join(dir, "base.raw"))
 
 	for _, tc := range []struct {
@@ -226,10 +228,10 @@ func TestConvertBacking(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			delta := filepath.Join(dir, "delta-"+tc.name+".qcow2")
 			ok(t, "", append([]string{"convert", full, delta, "--backing", tc.backing}, tc.args...)...)
-			requireSame(t, full, delta)
-			requireSame(t, top, delta)
-			requireQemuClean(t, delta)
-			info := qemuInfo(t, delta)
+			testkit.QemuCompare(t, full, delta)
+			testkit.QemuCompare(t, top, delta)
+			testkit.QemuCheck(t, delta)
+			info := testkit.QemuInfo(t, delta)
 			if info.BackingFilename != tc.backing || info.BackingFormat != tc.format {
 				t.Errorf("backing %q (%s), want %q (%s)", info.BackingFilename, info.BackingFormat, tc.backing, tc.format)
 			}
@@ -288,15 +290,15 @@ func TestConvertFailureLeavesNothing(t *testing.T) {
 		}
 	})
 	t.Run("read-only directory", func(t *testing.T) {
-		mnt := mountTmpfs(t, "4m")
-		remountReadOnly(t, mnt)
+		mnt := testkit.Tmpfs(t, "4m")
+		testkit.RemountReadOnly(t, mnt)
 		r := fails(t, "", "convert", good, filepath.Join(mnt, "out.qcow2"))
 		if !strings.Contains(r.stderr, "read-only") {
 			t.Errorf("stderr should say the file system is read-only\n%v", r)
 		}
 	})
 	t.Run("full disk", func(t *testing.T) {
-		mnt := mountTmpfs(t, "2m")
+		mnt := testkit.Tmpfs(t, "2m")
 		for _, args := range [][]string{
 			{"convert", good, filepath.Join(mnt, "out.qcow2")},
 			{"convert", "-O", "raw", good, filepath.Join(mnt, "out.raw")},
@@ -344,12 +346,12 @@ func TestConvertRawBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := filepath.Join(dir, "q.raw")
-	sh(t, "qemu-img", "convert", "-O", "raw", odd, q)
+	testkit.Run(t, "qemu-img", "convert", "-O", "raw", odd, q)
 	for _, src := range []string{odd, convertSource(t, dir)} {
 		c := filepath.Join(dir, "c.raw")
-		sh(t, "qemu-img", "convert", "-O", "raw", src, q)
+		testkit.Run(t, "qemu-img", "convert", "-O", "raw", src, q)
 		ok(t, "", "convert", "-O", "raw", src, c)
-		if sha256sum(t, c) != sha256sum(t, q) || fileSize(t, c) != fileSize(t, q) {
+		if testkit.Sha256sum(t, c).String() != testkit.Sha256sum(t, q).String() || fileSize(t, c) != fileSize(t, q) {
 			t.Errorf("%s: canga's raw output (%d bytes) differs from qemu-img's (%d bytes)", src, fileSize(t, c), fileSize(t, q))
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // startCanga starts canga without waiting for it.
@@ -41,7 +43,7 @@ func TestAddKilledAtAnyMoment(t *testing.T) {
 
 	// How long an add takes here, in this repository: the longer of two.
 	var normal time.Duration
-	bigID := imageID(t, big)
+	bigID := testkit.RawDigest(t, big).String()
 	for range 2 {
 		start := time.Now()
 		if id := addID(t, home, big); id != bigID {
@@ -137,14 +139,14 @@ func TestConcurrentWriters(t *testing.T) {
 		if i%2 == 0 {
 			ok(t, home, "overlay", "base", p)
 		} else {
-			sh(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "32M")
+			testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "32M")
 		}
-		qemuIO(t, p, fmt.Sprintf("write -P %d %dM 256k", 0x30+i, 1+i))
+		testkit.QemuIO(t, "qcow2", p, fmt.Sprintf("write -P %d %dM 256k", 0x30+i, 1+i))
 		files[i] = p
 	}
 	ids := make([]string, n)
 	for i, f := range files {
-		ids[i] = imageID(t, f)
+		ids[i] = testkit.RawDigest(t, f).String()
 	}
 
 	type job struct {
@@ -208,7 +210,7 @@ func TestConcurrentWriters(t *testing.T) {
 		if wantParent := map[bool]string{true: baseID, false: ""}[i%2 == 0]; it.Parent != wantParent {
 			t.Errorf("image %d parent %q, want %q", i, it.Parent, wantParent)
 		}
-		requireSame(t, blobPath(home, it.Blob), files[i])
+		testkit.QemuCompare(t, blobPath(home, it.Blob), files[i])
 	}
 	tags := map[string]string{}
 	for _, it := range items {
@@ -248,7 +250,7 @@ func TestGCDuringAdd(t *testing.T) {
 	home := t.TempDir()
 	addID(t, home, otherRaw(t), "--tag", "other")
 	big := bigRaw(t)
-	bigID := imageID(t, big)
+	bigID := testkit.RawDigest(t, big).String()
 	for round := range 1 {
 		cmd, out := startCanga(t, home, "add", big, "--tag", "big")
 		done := make(chan error, 1)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cangallo/canga/internal/testimages"
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // digestImages makes one image of every shape digest must read, each with
@@ -22,27 +22,27 @@ func digestImages(t *testing.T) []string {
 	dir := t.TempDir()
 	raw, q := baseRaw(t), baseQcow2(t)
 	zlib := filepath.Join(dir, "zlib.qcow2")
-	sh(t, "qemu-img", "convert", "-c", "-O", "qcow2", raw, zlib)
+	testkit.Run(t, "qemu-img", "convert", "-c", "-O", "qcow2", raw, zlib)
 	zstd := filepath.Join(dir, "zstd.qcow2")
-	sh(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type=zstd,cluster_size=16k", raw, zstd)
+	testkit.Run(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type=zstd,cluster_size=16k", raw, zstd)
 	small := filepath.Join(dir, "cluster512.qcow2")
-	sh(t, "qemu-img", "convert", "-O", "qcow2", "-o", "cluster_size=512", raw, small)
+	testkit.Run(t, "qemu-img", "convert", "-O", "qcow2", "-o", "cluster_size=512", raw, small)
 
 	// A chain of three: compressed base, an overlay with data, zero writes
 	// and a discard, and an overlay on that with more data.
 	copyFile(t, zlib, filepath.Join(dir, "chain0.qcow2"))
 	data := dataClusters(t, raw)
 	mid := filepath.Join(dir, "chain1.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "chain0.qcow2", "-F", "qcow2", mid)
-	qemuIO(t, mid, "write -P 0x11 1M 300k", "write -z "+itoa(data[5])+" 128k", "discard "+itoa(data[9])+" 64k")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "chain0.qcow2", "-F", "qcow2", mid)
+	testkit.QemuIO(t, "qcow2", mid, "write -P 0x11 1M 300k", "write -z "+itoa(data[5])+" 128k", "discard "+itoa(data[9])+" 64k")
 	top := filepath.Join(dir, "chain2.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "-b", "chain1.qcow2", "-F", "qcow2", top)
-	qemuIO(t, top, "write -P 0x22 1100k 10k", "write -P 0x33 60M 4M")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "-b", "chain1.qcow2", "-F", "qcow2", top)
+	testkit.QemuIO(t, "qcow2", top, "write -P 0x22 1100k 10k", "write -P 0x33 60M 4M")
 
 	// A qcow2 on a raw backing file, larger than its backing file.
 	onRaw := filepath.Join(dir, "on-raw.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", raw, "-F", "raw", onRaw, "80M")
-	qemuIO(t, onRaw, "write -P 0x44 70M 64k")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", raw, "-F", "raw", onRaw, "80M")
+	testkit.QemuIO(t, "qcow2", onRaw, "write -P 0x44 70M 64k")
 
 	// A raw file whose size is not a multiple of 512, and an empty one.
 	odd := filepath.Join(dir, "odd.raw")
@@ -62,16 +62,16 @@ func digestImages(t *testing.T) []string {
 	// and zeroed subclusters.
 	copyFile(t, raw, filepath.Join(dir, "ext-base.raw"))
 	ext := filepath.Join(dir, "extended-l2.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=128k", "-b", "ext-base.raw", "-F", "raw", ext)
-	qemuIO(t, ext, "write -P 0x51 "+itoa(data[2]+4096)+" 4k", "write -z "+itoa(data[3]+8192)+" 8k",
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=128k", "-b", "ext-base.raw", "-F", "raw", ext)
+	testkit.QemuIO(t, "qcow2", ext, "write -P 0x51 "+itoa(data[2]+4096)+" 4k", "write -z "+itoa(data[3]+8192)+" 8k",
 		"write -P 0x52 "+itoa(data[8])+" 200k", "discard "+itoa(data[12])+" 4k")
 	// qcow2 v2, 1-bit refcounts, and a compressed image of 2 MiB clusters.
 	v2 := filepath.Join(dir, "v2.qcow2")
-	sh(t, "qemu-img", "convert", "-O", "qcow2", "-o", "compat=0.10", mid, v2)
+	testkit.Run(t, "qemu-img", "convert", "-O", "qcow2", "-o", "compat=0.10", mid, v2)
 	rc1 := filepath.Join(dir, "refcount1.qcow2")
-	sh(t, "qemu-img", "convert", "-O", "qcow2", "-o", "refcount_bits=1", top, rc1)
+	testkit.Run(t, "qemu-img", "convert", "-O", "qcow2", "-o", "refcount_bits=1", top, rc1)
 	big := filepath.Join(dir, "zlib-2m.qcow2")
-	sh(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "cluster_size=2M", top, big)
+	testkit.Run(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "cluster_size=2M", top, big)
 	return []string{raw, q, zlib, zstd, small, mid, top, onRaw, odd, empty, ext, v2, rc1, big}
 }
 
@@ -83,7 +83,7 @@ func TestDigestMatchesQemuRawOutput(t *testing.T) {
 	files := digestImages(t)
 	var want strings.Builder
 	for _, f := range files {
-		want.WriteString(imageID(t, f) + "  " + f + "\n")
+		want.WriteString(testkit.RawDigest(t, f).String() + "  " + f + "\n")
 	}
 	r := canga(t, "", append([]string{"digest"}, files...)...)
 	if r.code != 0 || r.stdout != want.String() {
@@ -91,7 +91,7 @@ func TestDigestMatchesQemuRawOutput(t *testing.T) {
 	}
 	// Relative names are printed as given.
 	r = cangaIn(t, "", filepath.Dir(files[2]), cangaTimeout, "digest", filepath.Base(files[2]))
-	if want := imageID(t, files[2]) + "  " + filepath.Base(files[2]) + "\n"; r.code != 0 || r.stdout != want {
+	if want := testkit.RawDigest(t, files[2]).String() + "  " + filepath.Base(files[2]) + "\n"; r.code != 0 || r.stdout != want {
 		t.Errorf("digest by relative name: %q, want %q\n%v", r.stdout, want, r)
 	}
 }
@@ -112,7 +112,7 @@ func TestDigestFailingFileAmongGood(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := canga(t, "", "digest", good1, missing, broken, good2)
-	want := imageID(t, good1) + "  " + good1 + "\n" + imageID(t, good2) + "  " + good2 + "\n"
+	want := testkit.RawDigest(t, good1).String() + "  " + good1 + "\n" + testkit.RawDigest(t, good2).String() + "  " + good2 + "\n"
 	if r.code != 1 || r.stdout != want {
 		t.Errorf("exit %d, stdout:\n%s\nwant exit 1 and:\n%s\n%v", r.code, r.stdout, want, r)
 	}
@@ -170,11 +170,11 @@ func TestInfoAgreesWithQemu(t *testing.T) {
 				if tc.size != "" {
 					args = append(args, tc.size)
 				}
-				sh(t, "qemu-img", args...)
+				testkit.Run(t, "qemu-img", args...)
 			}
-			want := qemuInfo(t, p)
+			want := testkit.QemuInfo(t, p)
 			out := ok(t, "", "info", "--json", p)
-			var got qemuInfoJSON
+			var got testkit.ImageInfo
 			if err := json.Unmarshal([]byte(out), &got); err != nil {
 				t.Fatalf("info --json: %v\n%s", err, out)
 			}
@@ -233,8 +233,8 @@ func damage(t *testing.T, path string, fn func(b []byte, cs uint64, refblock uin
 func checkImage(t *testing.T) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "i.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "16M")
-	qemuIO(t, p, "write -P 1 0 256k", "write -P 2 1M 64k", "write -z 2M 64k")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "16M")
+	testkit.QemuIO(t, "qcow2", p, "write -P 1 0 256k", "write -P 2 1M 64k", "write -z 2M 64k")
 	return p
 }
 
@@ -279,7 +279,7 @@ func TestCheckAgreesWithQemu(t *testing.T) {
 		{"clean-ext4", 0, func(t *testing.T) string { return baseQcow2(t) }},
 		{"clean-compressed", 0, func(t *testing.T) string {
 			p := filepath.Join(t.TempDir(), "c.qcow2")
-			sh(t, "qemu-img", "convert", "-c", "-O", "qcow2", baseRaw(t), p)
+			testkit.Run(t, "qemu-img", "convert", "-c", "-O", "qcow2", baseRaw(t), p)
 			return p
 		}},
 		{"leaked-cluster", 3, leakedImage},
@@ -289,7 +289,7 @@ func TestCheckAgreesWithQemu(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p := tc.image(t)
-			qexit, want, qerr := qemuCheck(t, p)
+			qexit, want, qerr := testkit.QemuCheckReport(t, p)
 			if qexit != tc.exit {
 				t.Fatalf("qemu-img check exit %d, want %d: the damage is not what the case says\n%s", qexit, tc.exit, qerr)
 			}
@@ -304,7 +304,7 @@ func TestCheckAgreesWithQemu(t *testing.T) {
 				}
 				return
 			}
-			var got checkCounts
+			var got testkit.CheckCounts
 			if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
 				t.Fatalf("check --json: %v\n%v", err, r)
 			}
@@ -327,7 +327,7 @@ func TestCheckAgreesWithQemu(t *testing.T) {
 // in little memory, never a panic.
 func TestHostileImagesViaCLI(t *testing.T) {
 	dir := t.TempDir()
-	cases, err := testimages.Hostile(dir)
+	cases, err := testkit.Hostile(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestHostileImagesViaCLI(t *testing.T) {
 
 			// info reads the header only: it may describe a file whose
 			// header qemu-img info accepts too, and must fail otherwise.
-			_, qinfo, _ := shCode(t, "qemu-img", "info", "--output=json", c.Path)
+			_, qinfo, _ := testkit.RunCode(t, "qemu-img", "info", "--output=json", c.Path)
 			r = cangaMeasured(t, "", dir, limit, "info", "--json", c.Path)
 			limits(r)
 			if r.code == 0 {
@@ -436,7 +436,7 @@ func TestFIFOIsNotAnImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	onFifo := filepath.Join(dir, "on-fifo.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "fifo", "-F", "raw", onFifo, "1M")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "fifo", "-F", "raw", onFifo, "1M")
 	home := t.TempDir()
 	for _, args := range [][]string{
 		{"digest", fifo},
@@ -571,7 +571,7 @@ func TestExitStatus(t *testing.T) {
 	home := t.TempDir()
 	corrupt, leaked := corruptImage(t), leakedImage(t)
 	for p, want := range map[string]int{corrupt: 2, leaked: 3} {
-		if code, _, stderr := qemuCheck(t, p); code != want {
+		if code, _, stderr := testkit.QemuCheckReport(t, p); code != want {
 			t.Fatalf("qemu-img check %s: exit %d, want %d\n%s", p, code, want, stderr)
 		}
 	}
@@ -615,7 +615,7 @@ func TestTruncatedQcow2(t *testing.T) {
 	if err := os.WriteFile(cut, b[:len(b)/2], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, _ := qemuCheck(t, cut); code != 2 {
+	if code, _, _ := testkit.QemuCheckReport(t, cut); code != 2 {
 		t.Fatalf("qemu-img check of the truncated file: exit %d, want 2 (corrupt)", code)
 	}
 	home := t.TempDir()

@@ -6,9 +6,6 @@ package main_test
 
 import (
 	"bytes"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // Stamped into the test binary, to check that --version prints them.
@@ -215,152 +212,6 @@ func requireNoPanic(t testing.TB, r result) {
 	}
 }
 
-// sh runs an external tool and fails the test if it fails.
-func sh(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, code, stderr := shCode(t, name, args...)
-	if code != 0 {
-		t.Fatalf("%s %s: exit %d\n%s%s", name, strings.Join(args, " "), code, out, stderr)
-	}
-	return out
-}
-
-// shCode runs an external tool and returns its stdout, exit code and stderr.
-func shCode(t testing.TB, name string, args ...string) (string, int, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		return out.String(), ee.ExitCode(), errb.String()
-	case err != nil:
-		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
-	}
-	return out.String(), 0, errb.String()
-}
-
-// qemuIO writes into a qcow2 image with qemu-io.
-func qemuIO(t testing.TB, path string, cmds ...string) {
-	t.Helper()
-	args := []string{"-f", "qcow2"}
-	for _, c := range cmds {
-		args = append(args, "-c", c)
-	}
-	sh(t, "qemu-io", append(args, path)...)
-}
-
-// sha256sum is the digest of a file by sha256sum, as "sha256:HEX".
-func sha256sum(t testing.TB, path string) string {
-	t.Helper()
-	out := sh(t, "sha256sum", path)
-	f := strings.Fields(out)
-	if len(f) < 1 || len(f[0]) != 64 {
-		t.Fatalf("sha256sum %s: %q", path, out)
-	}
-	return "sha256:" + f[0]
-}
-
-// imageID is SPEC §1's recipe for an image ID: qemu-img convert -O raw,
-// then sha256sum.
-func imageID(t testing.TB, path string) string {
-	t.Helper()
-	raw := filepath.Join(t.TempDir(), "id.raw")
-	sh(t, "qemu-img", "convert", "-U", "-O", "raw", path, raw)
-	defer os.Remove(raw)
-	return sha256sum(t, raw)
-}
-
-// qemuInfo is qemu-img info --output=json, decoded.
-type qemuInfoJSON struct {
-	Filename            string `json:"filename"`
-	Format              string `json:"format"`
-	VirtualSize         int64  `json:"virtual-size"`
-	ClusterSize         int64  `json:"cluster-size"`
-	BackingFilename     string `json:"backing-filename"`
-	FullBackingFilename string `json:"full-backing-filename"`
-	BackingFormat       string `json:"backing-filename-format"`
-	FormatSpecific      *struct {
-		Type string `json:"type"`
-		Data struct {
-			Compat          string `json:"compat"`
-			CompressionType string `json:"compression-type"`
-			LazyRefcounts   bool   `json:"lazy-refcounts"`
-			RefcountBits    int    `json:"refcount-bits"`
-			ExtendedL2      bool   `json:"extended-l2"`
-			Corrupt         bool   `json:"corrupt"`
-		} `json:"data"`
-	} `json:"format-specific"`
-}
-
-func qemuInfo(t testing.TB, path string) qemuInfoJSON {
-	t.Helper()
-	var v qemuInfoJSON
-	out := sh(t, "qemu-img", "info", "-U", "--output=json", path)
-	if err := json.Unmarshal([]byte(out), &v); err != nil {
-		t.Fatalf("qemu-img info %s: %v\n%s", path, err, out)
-	}
-	return v
-}
-
-// qemuChain is qemu-img info --backing-chain --output=json, top first.
-func qemuChain(t testing.TB, path string) []qemuInfoJSON {
-	t.Helper()
-	var v []qemuInfoJSON
-	out := sh(t, "qemu-img", "info", "-U", "--backing-chain", "--output=json", path)
-	if err := json.Unmarshal([]byte(out), &v); err != nil {
-		t.Fatalf("qemu-img info --backing-chain %s: %v\n%s", path, err, out)
-	}
-	return v
-}
-
-// checkCounts are qemu-img check --output=json's numbers.
-type checkCounts struct {
-	CheckErrors        int64 `json:"check-errors"`
-	Corruptions        int64 `json:"corruptions"`
-	Leaks              int64 `json:"leaks"`
-	ImageEndOffset     int64 `json:"image-end-offset"`
-	TotalClusters      int64 `json:"total-clusters"`
-	AllocatedClusters  int64 `json:"allocated-clusters"`
-	FragmentedClusters int64 `json:"fragmented-clusters"`
-	CompressedClusters int64 `json:"compressed-clusters"`
-}
-
-// qemuCheck runs qemu-img check and returns its exit code and counts.
-func qemuCheck(t testing.TB, path string) (int, checkCounts, string) {
-	t.Helper()
-	out, code, stderr := shCode(t, "qemu-img", "check", "-U", "--output=json", path)
-	var c checkCounts
-	if out != "" {
-		if err := json.Unmarshal([]byte(out), &c); err != nil {
-			t.Fatalf("qemu-img check %s: %v\n%s", path, err, out)
-		}
-	}
-	return code, c, stderr
-}
-
-// requireQemuClean fails unless qemu-img check finds nothing wrong.
-func requireQemuClean(t testing.TB, path string) {
-	t.Helper()
-	code, c, stderr := qemuCheck(t, path)
-	if code != 0 || c.Corruptions != 0 || c.Leaks != 0 || c.CheckErrors != 0 {
-		t.Errorf("qemu-img check %s: exit %d %+v\n%s", path, code, c, stderr)
-	}
-}
-
-// requireSame fails unless qemu-img compare finds a and b identical.
-func requireSame(t testing.TB, a, b string) {
-	t.Helper()
-	out, code, stderr := shCode(t, "qemu-img", "compare", "-U", a, b)
-	if code != 0 {
-		t.Errorf("qemu-img compare %s %s: exit %d\n%s%s", a, b, code, out, stderr)
-	}
-}
-
 func copyFile(t testing.TB, src, dst string) {
 	t.Helper()
 	in, err := os.Open(src)
@@ -393,83 +244,82 @@ func fileSize(t testing.TB, path string) int64 {
 
 type fixture struct {
 	once sync.Once
-	path string
+	val  any
 	err  error
 }
 
 var fixtures sync.Map // name -> *fixture
 
-// shared builds a fixture once for the whole test binary.
-func shared(t testing.TB, name string, build func(dir string) (string, error)) string {
+// shared builds a fixture once for the whole test binary, in its own
+// directory under fxDir. build fails the test it runs in when it fails;
+// every later test that wants the fixture then fails too.
+func shared[T any](t testing.TB, name string, build func(t testing.TB, dir string) T) T {
 	t.Helper()
 	v, _ := fixtures.LoadOrStore(name, &fixture{})
 	f := v.(*fixture)
 	f.once.Do(func() {
+		// Stays set if build stops the test (Once is done all the same).
+		f.err = fmt.Errorf("building it failed in %s", t.Name())
 		dir := filepath.Join(fxDir, name)
-		if f.err = os.MkdirAll(dir, 0o755); f.err == nil {
-			f.path, f.err = build(dir)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
 		}
+		f.val = build(t, dir)
+		f.err = nil
 	})
 	if f.err != nil {
 		t.Fatalf("fixture %s: %v", name, f.err)
 	}
-	return f.path
-}
-
-func run(name string, args ...string) error {
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return nil
+	return f.val.(T)
 }
 
 // mkExt4 makes a raw ext4 disk of size holding copies of the given trees.
-func mkExt4(dir, size string, trees ...string) (string, error) {
+func mkExt4(t testing.TB, dir, size string, trees ...string) string {
+	t.Helper()
 	root := filepath.Join(dir, "root")
 	if err := os.MkdirAll(root, 0o755); err != nil {
-		return "", err
+		t.Fatal(err)
 	}
 	for _, tr := range trees {
-		if err := run("cp", "-a", tr, root+"/"); err != nil {
-			return "", err
-		}
+		testkit.Run(t, "cp", "-a", tr, root+"/")
 	}
 	disk := filepath.Join(dir, "disk.raw")
-	if err := run("mkfs.ext4", "-q", "-F", "-E", "root_owner=0:0", "-U", "6f1c5d2e-0b6a-4d7c-9a51-3c2f1e0d9b8a", "-d", root, disk, size); err != nil {
-		return "", err
+	testkit.Ext4Disk(t, disk, size, root, "-E", "root_owner=0:0", "-U", "6f1c5d2e-0b6a-4d7c-9a51-3c2f1e0d9b8a")
+	if err := os.RemoveAll(root); err != nil {
+		t.Fatal(err)
 	}
-	return disk, os.RemoveAll(root)
+	return disk
 }
 
 // baseRaw is a 64 MiB raw ext4 disk with /etc and Perl's library on it.
 func baseRaw(t testing.TB) string {
-	return shared(t, "base-raw", func(dir string) (string, error) {
-		return mkExt4(dir, "64M", "/etc", "/usr/share/perl")
+	return shared(t, "base-raw", func(t testing.TB, dir string) string {
+		return mkExt4(t, dir, "64M", "/etc", "/usr/share/perl")
 	})
 }
 
 // baseQcow2 is baseRaw as an uncompressed qcow2 made by qemu-img.
 func baseQcow2(t testing.TB) string {
 	raw := baseRaw(t)
-	return shared(t, "base-qcow2", func(dir string) (string, error) {
+	return shared(t, "base-qcow2", func(t testing.TB, dir string) string {
 		p := filepath.Join(dir, "base.qcow2")
-		return p, run("qemu-img", "convert", "-O", "qcow2", raw, p)
+		testkit.Run(t, "qemu-img", "convert", "-O", "qcow2", raw, p)
+		return p
 	})
 }
 
 // otherRaw is a second, different 32 MiB ext4 disk.
 func otherRaw(t testing.TB) string {
-	return shared(t, "other-raw", func(dir string) (string, error) {
-		return mkExt4(dir, "32M", "/usr/share/zoneinfo")
+	return shared(t, "other-raw", func(t testing.TB, dir string) string {
+		return mkExt4(t, dir, "32M", "/usr/share/zoneinfo")
 	})
 }
 
 // bigRaw is a 256 MiB ext4 disk full of documentation, for the tests that
 // need an add that takes a while or a blob that does not fit.
 func bigRaw(t testing.TB) string {
-	return shared(t, "big-raw", func(dir string) (string, error) {
-		return mkExt4(dir, "256M", "/usr/share/doc")
+	return shared(t, "big-raw", func(t testing.TB, dir string) string {
+		return mkExt4(t, dir, "256M", "/usr/share/doc")
 	})
 }
 
@@ -522,7 +372,7 @@ func snapshot(t testing.TB, home string) repoState {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		st.blobs[e.Name()] = fileDigest(t, filepath.Join(blobDir(home), e.Name()))
+		st.blobs[e.Name()] = testkit.FileDigest(t, filepath.Join(blobDir(home), e.Name())).String()
 	}
 	return st
 }
@@ -548,22 +398,6 @@ func mapsEqual(a, b map[string]string) bool {
 		}
 	}
 	return true
-}
-
-// fileDigest hashes a file in process; used for bulk before/after
-// comparisons, where sha256sum adds nothing.
-func fileDigest(t testing.TB, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
 // tmpEntries lists the repository's .tmp/.
@@ -627,29 +461,6 @@ func addID(t testing.TB, home string, args ...string) string {
 		t.Fatalf("canga add %v printed %q, want an image ID", args, out)
 	}
 	return out
-}
-
-// ---- mounts (these tests run as root, as in CI) ----
-
-func mountTmpfs(t testing.TB, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Fatalf("mount -t tmpfs -o size=%s tmpfs %s: %v (this test needs root and CAP_SYS_ADMIN)", size, dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("umount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
-func remountReadOnly(t testing.TB, dir string) {
-	t.Helper()
-	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-		t.Fatalf("mount -o remount,ro %s: %v", dir, err)
-	}
 }
 
 // ---- small things ----

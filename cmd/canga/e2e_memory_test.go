@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // TestMemoryBoundedOnHugeImages converts and exports a sparse 8 TiB image:
@@ -15,8 +17,8 @@ func TestMemoryBoundedOnHugeImages(t *testing.T) {
 	dir := t.TempDir()
 	home := filepath.Join(dir, "home")
 	huge := filepath.Join(dir, "huge.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", huge, "8T")
-	qemuIO(t, huge, "write -P 0x11 0 4M", "write -P 0x22 3T 4M", "write -P 0x33 8191G 4M")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", huge, "8T")
+	testkit.QemuIO(t, "qcow2", huge, "write -P 0x11 0 4M", "write -P 0x22 3T 4M", "write -P 0x33 8191G 4M")
 	for _, args := range [][]string{
 		{"convert", "-c", huge, filepath.Join(dir, "zlib.qcow2")},
 		{"convert", "--compression", "zstd", huge, filepath.Join(dir, "zstd.qcow2")},
@@ -35,10 +37,10 @@ func TestMemoryBoundedOnHugeImages(t *testing.T) {
 		}
 	}
 	for _, out := range []string{"zlib.qcow2", "zstd.qcow2", "plain.qcow2"} {
-		requireQemuClean(t, filepath.Join(dir, out))
+		testkit.QemuCheck(t, filepath.Join(dir, out))
 	}
-	requireSame(t, huge, filepath.Join(dir, "zstd.qcow2"))
-	requireSame(t, huge, filepath.Join(dir, "sparse.raw"))
+	testkit.QemuCompare(t, huge, filepath.Join(dir, "zstd.qcow2"))
+	testkit.QemuCompare(t, huge, filepath.Join(dir, "sparse.raw"))
 	if got := fileSize(t, filepath.Join(dir, "plain.qcow2")); got > 64<<20 {
 		t.Errorf("plain copy of 12 MiB of data is %d bytes", got)
 	}

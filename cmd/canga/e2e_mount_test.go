@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cangallo/canga/internal/testkit"
 	"golang.org/x/sys/unix"
 )
 
@@ -14,14 +15,14 @@ import (
 // checked; every write fails saying why, and changes nothing. (As root,
 // permission bits stop nothing, so the file system is mounted read-only.)
 func TestReadOnlyRepository(t *testing.T) {
-	mnt := mountTmpfs(t, "64m")
+	mnt := testkit.Tmpfs(t, "64m")
 	home, work := filepath.Join(mnt, "home"), t.TempDir()
 	baseID := addID(t, home, baseRaw(t), "--tag", "base")
 	ov := filepath.Join(work, "ov.qcow2")
 	ok(t, home, "overlay", "base", ov)
-	qemuIO(t, ov, "write -P 0x61 2M 64k")
+	testkit.QemuIO(t, "qcow2", ov, "write -P 0x61 2M 64k")
 	childID := addID(t, home, ov, "--tag", "child")
-	remountReadOnly(t, mnt)
+	testkit.RemountReadOnly(t, mnt)
 	before := snapshot(t, home)
 
 	// Reading works.
@@ -33,9 +34,9 @@ func TestReadOnlyRepository(t *testing.T) {
 	ok(t, home, "fsck")
 	out := filepath.Join(work, "out.qcow2")
 	ok(t, home, "export", "child", out)
-	requireSame(t, out, ov)
+	testkit.QemuCompare(t, out, ov)
 	ok(t, home, "overlay", "child", filepath.Join(work, "ov2.qcow2"))
-	requireSame(t, filepath.Join(work, "ov2.qcow2"), ov)
+	testkit.QemuCompare(t, filepath.Join(work, "ov2.qcow2"), ov)
 	ok(t, home, "create", filepath.Join(work, "ov3.qcow2"), "--backing", "base")
 
 	// Writing does not.
@@ -64,7 +65,7 @@ func TestReadOnlyRepository(t *testing.T) {
 // the blobs as they were, no partial blob, and nothing left in .tmp/ once
 // gc has run. The space comes back.
 func TestFullDiskDuringAdd(t *testing.T) {
-	mnt := mountTmpfs(t, "20m")
+	mnt := testkit.Tmpfs(t, "20m")
 	home := filepath.Join(mnt, "home")
 	addID(t, home, otherRaw(t), "--tag", "other")
 	before := snapshot(t, home)
@@ -89,7 +90,7 @@ func TestFullDiskDuringAdd(t *testing.T) {
 	requireUnchanged(t, home, before)
 	ok(t, home, "fsck")
 	id := addID(t, home, baseQcow2(t), "--tag", "base")
-	if id != imageID(t, baseQcow2(t)) {
+	if id != testkit.RawDigest(t, baseQcow2(t)).String() {
 		t.Errorf("add after a full disk: %s", id)
 	}
 	ok(t, home, "fsck")
@@ -100,7 +101,7 @@ func TestFullDiskDuringAdd(t *testing.T) {
 // repository is sound, the index is the old one or the new one, and gc
 // leaves neither debris nor an unused blob.
 func TestFullDiskAtEveryStep(t *testing.T) {
-	mnt := mountTmpfs(t, "16m")
+	mnt := testkit.Tmpfs(t, "16m")
 	home := filepath.Join(mnt, "home")
 	src := otherRaw(t)
 	id := addID(t, home, src, "--tag", "other")

@@ -1,10 +1,11 @@
 package main_test
 
 import (
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // TestStaleSignatureNotice: a command that changes a signed index says the
@@ -12,10 +13,7 @@ import (
 func TestStaleSignatureNotice(t *testing.T) {
 	dir := t.TempDir()
 	home := filepath.Join(dir, "home")
-	key := filepath.Join(dir, "key")
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v\n%s", err, out)
-	}
+	key := testkit.Keygen(t, dir, "key", "", "-t", "ed25519")
 	ok(t, home, "-q", "add", baseQcow2(t), "--tag", "n:1")
 	ok(t, home, "sign", "--key", key)
 	if r := canga(t, home, "list"); strings.Contains(r.stderr, "signed") {

@@ -13,14 +13,14 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // remName is the name of the remote in every consumer's config.yaml.
@@ -40,116 +40,69 @@ type remPub struct {
 	AllowedSigners      string // names remPrincipal for Key
 }
 
-var (
-	remPubOnce sync.Once
-	remPubVal  remPub
-	remPubErr  error
-)
-
 // remPublisher builds the publisher once for the test binary. Read it,
 // never write it: tests serve and damage copies (remCopyRepo).
 func remPublisher(t testing.TB) remPub {
 	t.Helper()
 	base := baseQcow2(t)
-	remPubOnce.Do(func() {
-		remPubVal, remPubErr = remBuildPublisher(filepath.Join(fxDir, "rem-publisher"), base)
+	return shared(t, "rem-publisher", func(t testing.TB, dir string) remPub {
+		return remBuildPublisher(t, dir, base)
 	})
-	if remPubErr != nil {
-		t.Fatalf("publisher fixture: %v", remPubErr)
-	}
-	return remPubVal
 }
 
-func remBuildPublisher(dir, base string) (remPub, error) {
+func remBuildPublisher(t testing.TB, dir, base string) remPub {
+	t.Helper()
 	p := remPub{Home: filepath.Join(dir, "home"), Child: filepath.Join(dir, "child.qcow2")}
 	p.Repo = filepath.Join(p.Home, "default")
 	if err := os.MkdirAll(p.Home, 0o755); err != nil {
-		return p, err
+		t.Fatal(err)
 	}
-	if err := remWriteConfigErr(p.Home, p.Repo); err != nil {
-		return p, err
-	}
-	var err error
-	if p.BaseID, err = remCangaErr(p.Home, "add", base, "--tag", "base", "--description", "rem base", "--os", "Linux"); err != nil {
-		return p, err
-	}
-	if _, err = remCangaErr(p.Home, "overlay", "base", p.Child); err != nil {
-		return p, err
-	}
+	remWriteConfig(t, p.Home, p.Repo)
+	p.BaseID = strings.TrimSpace(ok(t, p.Home, "add", base, "--tag", "base", "--description", "rem base", "--os", "Linux"))
+	ok(t, p.Home, "overlay", "base", p.Child)
 	// Data, a zeroed range over the base's data, and a pattern at the end.
-	if err := run("qemu-io", "-f", "qcow2",
-		"-c", "write -P 0x5a 1M 3M", "-c", "write -z 8M 2M", "-c", "write -P 0xc3 60M 1M", p.Child); err != nil {
-		return p, err
-	}
-	if p.ChildID, err = remCangaErr(p.Home, "add", p.Child, "--tag", "child", "--description", "rem child"); err != nil {
-		return p, err
-	}
-	if _, err = remCangaErr(p.Home, "tag", "team/child:1.0", "child"); err != nil {
-		return p, err
-	}
-	ix, err := os.ReadFile(filepath.Join(p.Repo, "index.yaml"))
-	if err != nil {
-		return p, err
-	}
+	testkit.QemuIO(t, "qcow2", p.Child, "write -P 0x5a 1M 3M", "write -z 8M 2M", "write -P 0xc3 60M 1M")
+	p.ChildID = strings.TrimSpace(ok(t, p.Home, "add", p.Child, "--tag", "child", "--description", "rem child"))
+	ok(t, p.Home, "tag", "team/child:1.0", "child")
+	ix := testkit.ReadFile(t, filepath.Join(p.Repo, "index.yaml"))
 	p.BaseBlob = remEntryField(string(ix), p.BaseID, "blob")
 	p.ChildBlob = remEntryField(string(ix), p.ChildID, "blob")
 	if p.BaseBlob == "" || p.ChildBlob == "" {
-		return p, fmt.Errorf("no blobs for %s and %s in\n%s", p.BaseID, p.ChildID, ix)
+		t.Fatalf("no blobs for %s and %s in\n%s", p.BaseID, p.ChildID, ix)
 	}
 	keys := filepath.Join(dir, "keys")
 	if err := os.Mkdir(keys, 0o700); err != nil {
-		return p, err
+		t.Fatal(err)
 	}
-	p.Key = filepath.Join(keys, "publisher")
-	if err := run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "publisher", "-f", p.Key); err != nil {
-		return p, err
-	}
+	p.Key = testkit.Keygen(t, keys, "publisher", "", "-t", "ed25519")
 	p.AllowedSigners = filepath.Join(keys, "allowed_signers")
-	if err := remAllowedSignersErr(p.AllowedSigners, remPrincipal, p.Key+".pub", ""); err != nil {
-		return p, err
-	}
-	if _, err := remCangaErr(p.Home, "sign", "--key", p.Key); err != nil {
-		return p, err
-	}
-	return p, nil
+	remWriteAllowedSigners(t, p.AllowedSigners, remPrincipal, p.Key+".pub", "")
+	ok(t, p.Home, "sign", "--key", p.Key)
+	return p
 }
 
-// remCangaErr runs canga outside a test (for fixtures) and returns its
-// trimmed stdout.
-func remCangaErr(home string, args ...string) (string, error) {
-	cmd := exec.Command(cangaBin, args...)
-	cmd.Env = cangaEnv(home)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("canga %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
-	}
-	return strings.TrimSpace(out.String()), nil
-}
-
-// remWriteConfigErr writes a config.yaml whose default repository is
+// remWriteConfig writes a config.yaml whose default repository is
 // repoDir, plus the extra lines under repos: (already indented).
-func remWriteConfigErr(home, repoDir string, extra ...string) error {
+func remWriteConfig(t testing.TB, home, repoDir string, extra ...string) {
+	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "default_repo: default\nrepos:\n  default:\n    path: %s\n", repoDir)
 	for _, l := range extra {
 		b.WriteString(l + "\n")
 	}
-	return os.WriteFile(filepath.Join(home, "config.yaml"), []byte(b.String()), 0o644)
+	testkit.WriteFile(t, filepath.Join(home, "config.yaml"), []byte(b.String()), 0o644)
 }
 
-// remAllowedSignersErr writes an allowed_signers file naming principal
+// remWriteAllowedSigners writes an allowed_signers file naming principal
 // for the public key pubFile, with options (empty: namespaces=canga-index).
-func remAllowedSignersErr(file, principal, pubFile, options string) error {
-	pub, err := os.ReadFile(pubFile)
-	if err != nil {
-		return err
-	}
+func remWriteAllowedSigners(t testing.TB, file, principal, pubFile, options string) {
+	t.Helper()
+	pub := testkit.ReadFile(t, pubFile)
 	if options == "" {
 		options = `namespaces="canga-index"`
 	}
 	line := principal + " " + options + " " + strings.TrimSpace(string(pub)) + "\n"
-	return os.WriteFile(file, []byte(line), 0o644)
+	testkit.WriteFile(t, file, []byte(line), 0o644)
 }
 
 // remEntryField reads "    FIELD: VALUE" of image id in an index.yaml
@@ -196,7 +149,7 @@ func remSetEntryField(t testing.TB, ix, id, field, value string) string {
 func remCopyRepo(t testing.TB, src string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "served")
-	sh(t, "cp", "-a", src, dst)
+	testkit.Run(t, "cp", "-a", src, dst)
 	return dst
 }
 
@@ -205,9 +158,7 @@ func remCopyRepo(t testing.TB, src string) string {
 func remPubHome(t testing.TB, repoDir string) string {
 	t.Helper()
 	home := t.TempDir()
-	if err := remWriteConfigErr(home, repoDir); err != nil {
-		t.Fatal(err)
-	}
+	remWriteConfig(t, home, repoDir)
 	return home
 }
 
@@ -222,19 +173,8 @@ func remConsumer(t testing.TB, url, signers string) (home, cache string) {
 	if signers != "" {
 		extra = append(extra, "    allowed_signers: "+signers)
 	}
-	if err := remWriteConfigErr(home, filepath.Join(home, "default"), extra...); err != nil {
-		t.Fatal(err)
-	}
+	remWriteConfig(t, home, filepath.Join(home, "default"), extra...)
 	return home, cache
-}
-
-func remReadFile(t testing.TB, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // remWriteFile replaces a file of a served repository by rename, as a
@@ -257,7 +197,7 @@ func remWriteFile(t testing.TB, path string, data []byte, perm os.FileMode) {
 func remEditIndex(t testing.TB, repoDir string, fn func(string) string) {
 	t.Helper()
 	p := filepath.Join(repoDir, "index.yaml")
-	old := string(remReadFile(t, p))
+	old := string(testkit.ReadFile(t, p))
 	next := fn(old)
 	if next == old {
 		t.Fatalf("the edit changed nothing in\n%s", old)
@@ -270,38 +210,12 @@ func remBlobFile(repoDir, blob string) string {
 	return filepath.Join(repoDir, "blobs", "sha256", strings.TrimPrefix(blob, "sha256:"))
 }
 
-// remFlip changes one byte of a read-only blob in place (chmod u+w first).
-func remFlip(t testing.TB, path string, off int64) {
-	t.Helper()
-	if err := os.Chmod(path, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := []byte{0}
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0x01
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, 0o444); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // remPutBlob stores file in a served repository under its sha256sum and
 // points image id's entry at it (blob, blob-size): the index then says
 // exactly what the server serves, and only the content is hostile.
 func remPutBlob(t testing.TB, repoDir, id, file string) string {
 	t.Helper()
-	d := sha256sum(t, file)
+	d := testkit.Sha256sum(t, file).String()
 	dst := remBlobFile(repoDir, d)
 	copyFile(t, file, dst)
 	if err := os.Chmod(dst, 0o444); err != nil {
@@ -372,7 +286,7 @@ func remRequireGoodBlobs(t testing.TB, dir string, absent ...string) []string {
 			t.Errorf("%s/%s is not a regular file (%v)", bd, e.Name(), e.Type())
 			continue
 		}
-		if got := sha256sum(t, filepath.Join(bd, e.Name())); got != "sha256:"+e.Name() {
+		if got := testkit.Sha256sum(t, filepath.Join(bd, e.Name())).String(); got != "sha256:"+e.Name() {
 			t.Errorf("blob %s/%s holds bytes whose sha256sum is %s", bd, e.Name(), got)
 		}
 	}
@@ -429,88 +343,14 @@ func remListFlags(t testing.TB, home string) map[string]string {
 
 // ---- servers ----
 
-// remFreePort returns a TCP port of 127.0.0.1 that was free a moment ago.
-func remFreePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return port
-}
-
-// remStartProcess starts a server process in its own process group,
-// killed (group and all) when the test ends, and waits until url answers
-// (any status). ok is false when the process exited first (its port was
-// taken), so the caller can try another port.
-func remStartProcess(t testing.TB, url string, name string, args []string, env []string) (ok bool) {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Env = env
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	})
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			t.Logf("%s %s exited:\n%s", name, strings.Join(args, " "), out.String())
-			return false
-		default:
-		}
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			return true
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s %s: no answer at %s after 15s\n%s", name, strings.Join(args, " "), url, out.String())
-	return false
-}
-
-// remPython serves dir with python3 -m http.server (no Range support, an
-// independent implementation) and returns its base URL.
-func remPython(t testing.TB, dir string) string {
-	t.Helper()
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Fatalf("python3 not found: the remote tests serve repositories with python3 -m http.server")
-	}
-	for range 3 {
-		port := remFreePort(t)
-		url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-		args := []string{"-m", "http.server", "--bind", "127.0.0.1", strconv.Itoa(port), "--directory", dir}
-		env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LC_ALL=C"}
-		if remStartProcess(t, url, "python3", args, env) {
-			return url
-		}
-	}
-	t.Fatalf("python3 -m http.server would not start")
-	return ""
-}
-
 // remServe serves repoDir with canga serve and returns its base URL.
 func remServe(t testing.TB, repoDir string) string {
 	t.Helper()
 	home := remPubHome(t, repoDir)
 	for range 3 {
-		port := remFreePort(t)
+		port := testkit.FreePort(t)
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		if remStartProcess(t, "http://"+addr+"/index.yaml", cangaBin, []string{"serve", "--addr", addr}, cangaEnv(home)) {
+		if testkit.StartServer(t, "http://"+addr+"/index.yaml", cangaEnv(home), cangaBin, "serve", "--addr", addr) {
 			return "http://" + addr + "/"
 		}
 	}
@@ -523,7 +363,7 @@ var remServers = []struct {
 	name  string
 	start func(testing.TB, string) string
 }{
-	{"python", remPython},
+	{"python", testkit.PythonHTTPServer},
 	{"canga-serve", remServe},
 }
 
@@ -654,69 +494,17 @@ func remStartFlaky(t testing.TB, f *remFlaky) string {
 // is at the end of stdout.
 func remCurl(t testing.TB, args ...string) (string, int) {
 	t.Helper()
-	out, code, stderr := shCode(t, "curl", append([]string{"-sS", "--max-time", "20"}, args...)...)
+	out, code, stderr := testkit.RunCode(t, "curl", append([]string{"-sS", "--max-time", "20"}, args...)...)
 	if code != 0 {
 		t.Logf("curl %s: exit %d: %s", strings.Join(args, " "), code, stderr)
 	}
 	return out, code
 }
 
-// remKeygen makes an SSH key pair of the given type without passphrase.
-func remKeygen(t testing.TB, dir, name, typ string, extra ...string) string {
-	t.Helper()
-	key := filepath.Join(dir, name)
-	sh(t, "ssh-keygen", append([]string{"-q", "-t", typ, "-N", "", "-C", name, "-f", key}, extra...)...)
-	return key
-}
-
 // remAllowedSigners writes an allowed_signers file for one key.
 func remAllowedSigners(t testing.TB, dir, principal, key, options string) string {
 	t.Helper()
 	f := filepath.Join(dir, "allowed_signers-"+filepath.Base(key)+"-"+strconv.Itoa(len(options)))
-	if err := remAllowedSignersErr(f, principal, key+".pub", options); err != nil {
-		t.Fatal(err)
-	}
+	remWriteAllowedSigners(t, f, principal, key+".pub", options)
 	return f
-}
-
-// remFingerprint is ssh-keygen -l's SHA256 fingerprint of a key.
-func remFingerprint(t testing.TB, key string) string {
-	t.Helper()
-	f := strings.Fields(sh(t, "ssh-keygen", "-l", "-E", "sha256", "-f", key+".pub"))
-	if len(f) < 2 || !strings.HasPrefix(f[1], "SHA256:") {
-		t.Fatalf("ssh-keygen -l %s: %q", key, f)
-	}
-	return f[1]
-}
-
-// remSSHVerify runs ssh-keygen -Y verify on an index and its signature
-// and returns its exit code and output.
-func remSSHVerify(t testing.TB, signers, principal, indexFile, sigFile string) (int, string) {
-	t.Helper()
-	in, err := os.Open(indexFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	cmd := exec.Command("ssh-keygen", "-Y", "verify", "-f", signers, "-I", principal, "-n", "canga-index", "-s", sigFile)
-	cmd.Stdin = in
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		return ee.ExitCode(), string(out)
-	case err != nil:
-		t.Fatal(err)
-	}
-	return 0, string(out)
-}
-
-// remSSHSign signs file with ssh-keygen -Y sign into FILE.sig (replacing
-// it) under namespace ns.
-func remSSHSign(t testing.TB, key, ns, file string) {
-	t.Helper()
-	if err := os.Remove(file + ".sig"); err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
-	}
-	sh(t, "ssh-keygen", "-q", "-Y", "sign", "-f", key, "-n", ns, file)
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // TestRemoteRoundTrip: fetch is byte-exact, list marks what is not
@@ -42,7 +44,7 @@ func TestRemoteRoundTrip(t *testing.T) {
 				t.Errorf("fetch printed %q", out)
 			}
 			for _, f := range []string{"index.yaml", "index.yaml.sig"} {
-				if got, want := remReadFile(t, filepath.Join(cache, f)), remReadFile(t, filepath.Join(served, f)); !bytes.Equal(got, want) {
+				if got, want := testkit.ReadFile(t, filepath.Join(cache, f)), testkit.ReadFile(t, filepath.Join(served, f)); !bytes.Equal(got, want) {
 					t.Errorf("cached %s differs from the publisher's\ncached:\n%s\npublisher:\n%s", f, got, want)
 				}
 			}
@@ -71,7 +73,7 @@ func TestRemoteRoundTrip(t *testing.T) {
 				t.Errorf("cache blobs after pull: %v, want the parent's and the child's %v", names, want)
 			}
 			for _, b := range []string{pub.BaseBlob, pub.ChildBlob} {
-				if got, want := fileDigest(t, remBlobFile(cache, b)), fileDigest(t, remBlobFile(served, b)); got != want {
+				if got, want := testkit.FileDigest(t, remBlobFile(cache, b)).String(), testkit.FileDigest(t, remBlobFile(served, b)).String(); got != want {
 					t.Errorf("pulled blob %s differs from the publisher's", b)
 				}
 			}
@@ -88,7 +90,7 @@ func TestRemoteRoundTrip(t *testing.T) {
 				t.Errorf("pull left %v in the cache's .tmp", tmp)
 			}
 			// The pulled chain is one qemu can open from the cache itself.
-			chain := qemuChain(t, remBlobFile(cache, pub.ChildBlob))
+			chain := testkit.QemuChain(t, remBlobFile(cache, pub.ChildBlob))
 			if len(chain) != 2 || chain[0].BackingFilename != strings.TrimPrefix(pub.BaseBlob, "sha256:") {
 				t.Errorf("qemu-img info --backing-chain of the pulled child: %+v", chain)
 			}
@@ -98,11 +100,11 @@ func TestRemoteRoundTrip(t *testing.T) {
 			}
 			exported := filepath.Join(t.TempDir(), "out.qcow2")
 			ok(t, home, "export", "x", exported)
-			requireSame(t, exported, pub.Child)
-			if got := imageID(t, exported); got != pub.ChildID {
+			testkit.QemuCompare(t, exported, pub.Child)
+			if got := testkit.RawDigest(t, exported).String(); got != pub.ChildID {
 				t.Errorf("exported image ID %s, want %s", got, pub.ChildID)
 			}
-			if got := imageID(t, pub.Child); got != pub.ChildID {
+			if got := testkit.RawDigest(t, pub.Child).String(); got != pub.ChildID {
 				t.Errorf("the publisher's overlay has image ID %s, its add printed %s", got, pub.ChildID)
 			}
 			remRequireGoodBlobs(t, filepath.Join(home, "default"))
@@ -129,7 +131,7 @@ func TestRemoteRoundTrip(t *testing.T) {
 			if p := remPresent(t, home, remName); len(p) != 2 || !p[pub.ChildID] {
 				t.Errorf("after refused writes to the cache, list shows %v", p)
 			}
-			if got, want := remReadFile(t, filepath.Join(cache, "index.yaml")), remReadFile(t, filepath.Join(served, "index.yaml")); !bytes.Equal(got, want) {
+			if got, want := testkit.ReadFile(t, filepath.Join(cache, "index.yaml")), testkit.ReadFile(t, filepath.Join(served, "index.yaml")); !bytes.Equal(got, want) {
 				t.Errorf("a refused write changed the cached index")
 			}
 			// A second pull has nothing to do, and a second fetch changes
@@ -195,7 +197,7 @@ func remDirNames(t testing.TB, dir string) []string {
 func TestRemoteBadBlobs(t *testing.T) {
 	pub := remPublisher(t)
 	type damageFn func(t *testing.T, path string)
-	flip := func(t *testing.T, path string) { remFlip(t, path, fileSize(t, path)/2+123) }
+	flip := func(t *testing.T, path string) { testkit.FlipByte(t, path, fileSize(t, path)/2+123) }
 	truncate := func(t *testing.T, path string) {
 		if err := os.Chmod(path, 0o644); err != nil {
 			t.Fatal(err)
@@ -205,7 +207,7 @@ func TestRemoteBadBlobs(t *testing.T) {
 		}
 	}
 	// A byte inside the header: refused as soon as the first cluster is in.
-	flipHeader := func(t *testing.T, path string) { remFlip(t, path, 0x70) }
+	flipHeader := func(t *testing.T, path string) { testkit.FlipByte(t, path, 0x70) }
 	appendBytes := func(t *testing.T, path string) {
 		if err := os.Chmod(path, 0o644); err != nil {
 			t.Fatal(err)
@@ -335,7 +337,7 @@ func TestRemoteResume(t *testing.T) {
 			if kept <= 0 || kept > cut {
 				t.Errorf("the partial holds %d bytes; the server sent %d", kept, cut)
 			}
-			if b := remReadFile(t, partial); !bytes.Equal(b, remReadFile(t, remBlobFile(pub.Repo, pub.BaseBlob))[:len(b)]) {
+			if b := testkit.ReadFile(t, partial); !bytes.Equal(b, testkit.ReadFile(t, remBlobFile(pub.Repo, pub.BaseBlob))[:len(b)]) {
 				t.Errorf("the partial is not a prefix of the blob")
 			}
 			remRequireGoodBlobs(t, cache, pub.BaseBlob)
@@ -405,7 +407,7 @@ func TestRemoteResumeBadPrefix(t *testing.T) {
 // index names it with its right digest and size.
 func TestRemoteHostileBacking(t *testing.T) {
 	pub := remPublisher(t)
-	vsize := strconv.FormatInt(qemuInfo(t, pub.Child).VirtualSize, 10)
+	vsize := strconv.FormatInt(testkit.QemuInfo(t, pub.Child).VirtualSize, 10)
 	parentHex := strings.TrimPrefix(pub.BaseBlob, "sha256:")
 	tests := []struct {
 		name, server string
@@ -448,8 +450,8 @@ func TestRemoteHostileBacking(t *testing.T) {
 			if tc.size != "" {
 				size = tc.size
 			}
-			sh(t, "qemu-img", append(args, evil, size)...)
-			if got := qemuInfo(t, evil).BackingFilename; got != backing {
+			testkit.Run(t, "qemu-img", append(args, evil, size)...)
+			if got := testkit.QemuInfo(t, evil).BackingFilename; got != backing {
 				t.Fatalf("qemu-img made backing file %q", got)
 			}
 			id := pub.ChildID
@@ -495,7 +497,7 @@ func TestRemoteHostileBacking(t *testing.T) {
 func TestRemoteSignedFetch(t *testing.T) {
 	pub := remPublisher(t)
 	keys := t.TempDir()
-	other := remKeygen(t, keys, "other", "ed25519")
+	other := testkit.Keygen(t, keys, "other", "", "-t", "ed25519")
 	tests := []struct {
 		name   string
 		server string
@@ -506,13 +508,13 @@ func TestRemoteSignedFetch(t *testing.T) {
 		}},
 		{"one byte appended to the index", "canga-serve", func(t *testing.T, served string) {
 			p := filepath.Join(served, "index.yaml")
-			remWriteFile(t, p, append(remReadFile(t, p), '\n'), 0o644)
+			remWriteFile(t, p, append(testkit.ReadFile(t, p), '\n'), 0o644)
 		}},
 		{"signed by a key not in allowed_signers", "python", func(t *testing.T, served string) {
-			remSSHSign(t, other, "canga-index", filepath.Join(served, "index.yaml"))
+			testkit.SSHSign(t, other, "canga-index", filepath.Join(served, "index.yaml"))
 		}},
 		{"signed by the right key for another namespace", "python", func(t *testing.T, served string) {
-			remSSHSign(t, pub.Key, "file", filepath.Join(served, "index.yaml"))
+			testkit.SSHSign(t, pub.Key, "file", filepath.Join(served, "index.yaml"))
 		}},
 		{"no signature", "python", func(t *testing.T, served string) {
 			if err := os.Remove(filepath.Join(served, "index.yaml.sig")); err != nil {
@@ -544,7 +546,7 @@ func TestRemoteSignedFetch(t *testing.T) {
 			url := remStart(t, tc.server, served)
 			home, cache := remConsumer(t, url, pub.AllowedSigners)
 			out := ok(t, home, "fetch")
-			if !strings.Contains(out, "signed by "+remPrincipal) || !strings.Contains(out, remFingerprint(t, pub.Key)) {
+			if !strings.Contains(out, "signed by "+remPrincipal) || !strings.Contains(out, testkit.Fingerprint(t, pub.Key+".pub")) {
 				t.Errorf("fetch of a signed index printed %q", out)
 			}
 			if out := ok(t, home, "verify", remName); !strings.Contains(out, remPrincipal) {
@@ -569,7 +571,7 @@ func TestRemoteSignedFetch(t *testing.T) {
 			pubHome := remPubHome(t, served)
 			ok(t, pubHome, "sign", "--key", pub.Key)
 			ok(t, home, "fetch")
-			if got, want := remReadFile(t, filepath.Join(cache, "index.yaml")), remReadFile(t, filepath.Join(served, "index.yaml")); !bytes.Equal(got, want) {
+			if got, want := testkit.ReadFile(t, filepath.Join(cache, "index.yaml")), testkit.ReadFile(t, filepath.Join(served, "index.yaml")); !bytes.Equal(got, want) {
 				t.Errorf("after re-signing, the cached index differs from the publisher's")
 			}
 		})
@@ -581,11 +583,11 @@ func TestRemoteSignedFetch(t *testing.T) {
 func TestRemoteSignedCacheTampered(t *testing.T) {
 	t.Parallel()
 	pub := remPublisher(t)
-	url := remPython(t, remCopyRepo(t, pub.Repo))
+	url := testkit.PythonHTTPServer(t, remCopyRepo(t, pub.Repo))
 	home, cache := remConsumer(t, url, pub.AllowedSigners)
 	ok(t, home, "fetch")
 	p := filepath.Join(cache, "index.yaml")
-	b := remReadFile(t, p)
+	b := testkit.ReadFile(t, p)
 	remWriteFile(t, p, bytes.Replace(b, []byte("rem base"), []byte("evil base"), 1), 0o644)
 	fails(t, home, "pull", remName+":child")
 	fails(t, home, "verify", remName)
@@ -668,7 +670,7 @@ func TestRemoteBadIndex(t *testing.T) {
 	if err := os.Remove(filepath.Join(served, "index.yaml.sig")); err != nil {
 		t.Fatal(err)
 	}
-	good := string(remReadFile(t, filepath.Join(served, "index.yaml")))
+	good := string(testkit.ReadFile(t, filepath.Join(served, "index.yaml")))
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -678,7 +680,7 @@ func TestRemoteBadIndex(t *testing.T) {
 			}
 			// Blobs are not needed: the fetch must stop at the index.
 			remWriteFile(t, filepath.Join(dir, "index.yaml"), []byte(good), 0o644)
-			url := remPython(t, dir)
+			url := testkit.PythonHTTPServer(t, dir)
 			home, cache := remConsumer(t, url, "")
 			ok(t, home, "fetch")
 			bad := tc.edit(t, good)
@@ -712,7 +714,7 @@ func TestRemoteSignVerifyCLI(t *testing.T) {
 		t.Run(kt.typ, func(t *testing.T) {
 			t.Parallel()
 			keys := t.TempDir()
-			key := remKeygen(t, keys, "signer-"+kt.typ, kt.typ, kt.extra...)
+			key := testkit.Keygen(t, keys, "signer-"+kt.typ, "", append([]string{"-t", kt.typ}, kt.extra...)...)
 			principal := kt.typ + "@example.org"
 			signers := remAllowedSigners(t, keys, principal, key, "")
 			served := remCopyRepo(t, pub.Repo)
@@ -721,17 +723,17 @@ func TestRemoteSignVerifyCLI(t *testing.T) {
 			sig := ix + ".sig"
 
 			out := ok(t, home, "sign", "--key", key)
-			if fp := remFingerprint(t, key); !strings.Contains(out, fp) {
+			if fp := testkit.Fingerprint(t, key+".pub"); !strings.Contains(out, fp) {
 				t.Errorf("sign printed %q, want the key's fingerprint %s", out, fp)
 			}
-			if code, out := remSSHVerify(t, signers, principal, ix, sig); code != 0 {
-				t.Errorf("ssh-keygen -Y verify refuses canga sign's signature: exit %d\n%s", code, out)
+			if out, accepted := testkit.SSHVerify(t, signers, principal, "canga-index", ix, sig); !accepted {
+				t.Errorf("ssh-keygen -Y verify refuses canga sign's signature:\n%s", out)
 			}
 			if out := ok(t, home, "verify", "--allowed-signers", signers); !strings.Contains(out, principal) {
 				t.Errorf("verify printed %q, want the principal %s", out, principal)
 			}
 
-			remSSHSign(t, key, "canga-index", ix)
+			testkit.SSHSign(t, key, "canga-index", ix)
 			if out := ok(t, home, "verify", "--allowed-signers", signers); !strings.Contains(out, principal) {
 				t.Errorf("verify of ssh-keygen's signature printed %q, want the principal %s", out, principal)
 			}
@@ -741,7 +743,7 @@ func TestRemoteSignVerifyCLI(t *testing.T) {
 	t.Run("refusals", func(t *testing.T) {
 		t.Parallel()
 		keys := t.TempDir()
-		other := remKeygen(t, keys, "other", "ed25519")
+		other := testkit.Keygen(t, keys, "other", "", "-t", "ed25519")
 		tests := []struct {
 			name    string
 			signers func(t *testing.T) string
@@ -768,7 +770,7 @@ func TestRemoteSignVerifyCLI(t *testing.T) {
 				return remAllowedSigners(t, keys, remPrincipal, pub.Key, `valid-after="29990101"`)
 			}, nil},
 			{"signature for another namespace", func(t *testing.T) string { return pub.AllowedSigners }, func(t *testing.T, served string) {
-				remSSHSign(t, pub.Key, "file", filepath.Join(served, "index.yaml"))
+				testkit.SSHSign(t, pub.Key, "file", filepath.Join(served, "index.yaml"))
 			}},
 			{"empty allowed_signers", func(t *testing.T) string {
 				f := filepath.Join(t.TempDir(), "empty")
@@ -791,7 +793,7 @@ func TestRemoteSignVerifyCLI(t *testing.T) {
 				// ssh-keygen agrees, where it can be asked.
 				if _, err := os.Stat(filepath.Join(served, "index.yaml.sig")); err == nil {
 					if _, err := os.Stat(signers); err == nil {
-						if code, out := remSSHVerify(t, signers, remPrincipal, filepath.Join(served, "index.yaml"), filepath.Join(served, "index.yaml.sig")); code == 0 {
+						if out, accepted := testkit.SSHVerify(t, signers, remPrincipal, "canga-index", filepath.Join(served, "index.yaml"), filepath.Join(served, "index.yaml.sig")); accepted {
 							t.Errorf("ssh-keygen accepts what canga refused:\n%s", out)
 						}
 					}
@@ -804,7 +806,7 @@ func TestRemoteSignVerifyCLI(t *testing.T) {
 		t.Parallel()
 		keys := t.TempDir()
 		locked := filepath.Join(keys, "locked")
-		sh(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", locked)
+		testkit.Run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", locked)
 		junk := filepath.Join(keys, "junk")
 		if err := os.WriteFile(junk, []byte("not a key\n"), 0o600); err != nil {
 			t.Fatal(err)
@@ -812,10 +814,10 @@ func TestRemoteSignVerifyCLI(t *testing.T) {
 		for _, key := range []string{filepath.Join(keys, "missing"), junk, locked, keys} {
 			served := remCopyRepo(t, pub.Repo)
 			home := remPubHome(t, served)
-			before := remReadFile(t, filepath.Join(served, "index.yaml.sig"))
+			before := testkit.ReadFile(t, filepath.Join(served, "index.yaml.sig"))
 			cmd := canga(t, home, "sign", "--key", key)
 			requireCleanFailure(t, cmd)
-			if after := remReadFile(t, filepath.Join(served, "index.yaml.sig")); !bytes.Equal(before, after) {
+			if after := testkit.ReadFile(t, filepath.Join(served, "index.yaml.sig")); !bytes.Equal(before, after) {
 				t.Errorf("a failed sign with %s changed index.yaml.sig", key)
 			}
 		}
@@ -823,7 +825,7 @@ func TestRemoteSignVerifyCLI(t *testing.T) {
 
 	t.Run("remote cache", func(t *testing.T) {
 		t.Parallel()
-		url := remPython(t, remCopyRepo(t, pub.Repo))
+		url := testkit.PythonHTTPServer(t, remCopyRepo(t, pub.Repo))
 		home, cache := remConsumer(t, url, pub.AllowedSigners)
 		ok(t, home, "fetch")
 		// The remote's allowed_signers from config.yaml, without the flag.
@@ -854,24 +856,24 @@ func TestRemoteCangalloV0(t *testing.T) {
 			t.Fatal(err)
 		}
 		tmp := filepath.Join(dir, "base.tmp")
-		sh(t, "qemu-img", "convert", "-O", "qcow2", src, tmp)
-		baseHex = strings.TrimPrefix(imageID(t, tmp), "sha256:")
+		testkit.Run(t, "qemu-img", "convert", "-O", "qcow2", src, tmp)
+		baseHex = strings.TrimPrefix(testkit.RawDigest(t, tmp).String(), "sha256:")
 		if err := os.Rename(tmp, filepath.Join(dir, baseHex+".qcow2")); err != nil {
 			t.Fatal(err)
 		}
 		// qemu-img resolves a relative backing name from the image's
 		// directory, as Cangallo's repositories rely on.
 		child := filepath.Join(dir, "child.tmp")
-		sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", baseHex+".qcow2", "-F", "qcow2", child)
-		qemuIO(t, child, "write -P 0x42 2M 1M", "write -z 4M 1M", "write -P 0x17 30M 64k")
-		childHex = strings.TrimPrefix(imageID(t, child), "sha256:")
+		testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", baseHex+".qcow2", "-F", "qcow2", child)
+		testkit.QemuIO(t, "qcow2", child, "write -P 0x42 2M 1M", "write -z 4M 1M", "write -P 0x17 30M 64k")
+		childHex = strings.TrimPrefix(testkit.RawDigest(t, child).String(), "sha256:")
 		if err := os.Rename(child, filepath.Join(dir, childHex+".qcow2")); err != nil {
 			t.Fatal(err)
 		}
 		return dir, baseHex, childHex
 	}
 	writeIndex := func(t *testing.T, dir, baseHex, childHex string) {
-		vsize := qemuInfo(t, filepath.Join(dir, baseHex+".qcow2")).VirtualSize
+		vsize := testkit.QemuInfo(t, filepath.Join(dir, baseHex+".qcow2")).VirtualSize
 		entry := func(hex, parent, desc string) string {
 			f := filepath.Join(dir, hex+".qcow2")
 			var b strings.Builder
@@ -881,7 +883,7 @@ func TestRemoteCangalloV0(t *testing.T) {
 			}
 			fmt.Fprintf(&b, "    description: %s\n    os: Debian\n    virtual-size: %d\n    format: qcow2\n    actual-size: %d\n", desc, vsize, fileSize(t, f))
 			fmt.Fprintf(&b, "    file-sha256: %s\n    creation-time: 2016-03-13 16:52:28.123456789 +01:00\n    sha256: '%s'\n",
-				strings.TrimPrefix(sha256sum(t, f), "sha256:"), hex)
+				strings.TrimPrefix(testkit.Sha256sum(t, f).String(), "sha256:"), hex)
 			return b.String()
 		}
 		ix := "---\nversion: 0\nimages:\n" + entry(baseHex, "", "v0 base") + entry(childHex, baseHex, "v0 child") +
@@ -896,11 +898,11 @@ func TestRemoteCangalloV0(t *testing.T) {
 		dir, baseHex, childHex := build(t)
 		writeIndex(t, dir, baseHex, childHex)
 		original := filepath.Join(t.TempDir(), "original.qcow2")
-		sh(t, "qemu-img", "convert", "-O", "qcow2", filepath.Join(dir, childHex+".qcow2"), original)
-		url := remPython(t, dir)
+		testkit.Run(t, "qemu-img", "convert", "-O", "qcow2", filepath.Join(dir, childHex+".qcow2"), original)
+		url := testkit.PythonHTTPServer(t, dir)
 		home, cache := remConsumer(t, url, "")
 		ok(t, home, "fetch")
-		if got, want := remReadFile(t, filepath.Join(cache, "index.yaml")), remReadFile(t, filepath.Join(dir, "index.yaml")); !bytes.Equal(got, want) {
+		if got, want := testkit.ReadFile(t, filepath.Join(cache, "index.yaml")), testkit.ReadFile(t, filepath.Join(dir, "index.yaml")); !bytes.Equal(got, want) {
 			t.Errorf("the cached v0 index differs from the served one")
 		}
 		flags := remListFlags(t, home)
@@ -910,7 +912,7 @@ func TestRemoteCangalloV0(t *testing.T) {
 		ok(t, home, "pull", remName+":v0/child:1.0")
 		for _, hex := range []string{baseHex, childHex} {
 			f := filepath.Join(cache, hex+".qcow2")
-			if got := imageID(t, f); got != "sha256:"+hex {
+			if got := testkit.RawDigest(t, f).String(); got != "sha256:"+hex {
 				t.Errorf("pulled %s.qcow2 has image ID %s", hex, got)
 			}
 		}
@@ -925,8 +927,8 @@ func TestRemoteCangalloV0(t *testing.T) {
 		}
 		exported := filepath.Join(t.TempDir(), "out.qcow2")
 		ok(t, home, "export", "x", exported)
-		requireSame(t, exported, original)
-		if got := imageID(t, exported); got != "sha256:"+childHex {
+		testkit.QemuCompare(t, exported, original)
+		if got := testkit.RawDigest(t, exported).String(); got != "sha256:"+childHex {
 			t.Errorf("exported image ID %s, want sha256:%s", got, childHex)
 		}
 		def := filepath.Join(home, "default")
@@ -939,7 +941,7 @@ func TestRemoteCangalloV0(t *testing.T) {
 		}
 		// The imported blob is a canga blob: its backing file is its
 		// parent's blob HEX.
-		chain := qemuChain(t, remBlobFile(def, it.Blob))
+		chain := testkit.QemuChain(t, remBlobFile(def, it.Blob))
 		if len(chain) != 2 || !strings.HasPrefix(chain[1].Filename, filepath.Join(def, "blobs", "sha256")+"/") {
 			t.Errorf("backing chain of the imported blob: %+v", chain)
 		}
@@ -951,16 +953,16 @@ func TestRemoteCangalloV0(t *testing.T) {
 		corrupt func(t *testing.T, dir, baseHex, childHex string)
 	}{
 		{"content is not its image ID", func(t *testing.T, dir, baseHex, childHex string) {
-			qemuIO(t, filepath.Join(dir, childHex+".qcow2"), "write -P 0x66 5M 64k")
+			testkit.QemuIO(t, "qcow2", filepath.Join(dir, childHex+".qcow2"), "write -P 0x66 5M 64k")
 		}},
 		{"backing file /etc/shadow", func(t *testing.T, dir, baseHex, childHex string) {
-			sh(t, "qemu-img", "rebase", "-u", "-b", "/etc/shadow", "-F", "qcow2", filepath.Join(dir, childHex+".qcow2"))
+			testkit.Run(t, "qemu-img", "rebase", "-u", "-b", "/etc/shadow", "-F", "qcow2", filepath.Join(dir, childHex+".qcow2"))
 		}},
 		{"backing file ../PARENT", func(t *testing.T, dir, baseHex, childHex string) {
-			sh(t, "qemu-img", "rebase", "-u", "-b", "../v0/"+baseHex+".qcow2", "-F", "qcow2", filepath.Join(dir, childHex+".qcow2"))
+			testkit.Run(t, "qemu-img", "rebase", "-u", "-b", "../v0/"+baseHex+".qcow2", "-F", "qcow2", filepath.Join(dir, childHex+".qcow2"))
 		}},
 		{"base with a backing file", func(t *testing.T, dir, baseHex, childHex string) {
-			sh(t, "qemu-img", "rebase", "-u", "-b", "/etc/passwd", "-F", "raw", filepath.Join(dir, baseHex+".qcow2"))
+			testkit.Run(t, "qemu-img", "rebase", "-u", "-b", "/etc/passwd", "-F", "raw", filepath.Join(dir, baseHex+".qcow2"))
 		}},
 		{"file far larger than its virtual size", func(t *testing.T, dir, baseHex, childHex string) {
 			// Sparse: the server would send zeros after the image, more
@@ -979,7 +981,7 @@ func TestRemoteCangalloV0(t *testing.T) {
 			dir, baseHex, childHex := build(t)
 			tc.corrupt(t, dir, baseHex, childHex)
 			writeIndex(t, dir, baseHex, childHex)
-			url := remPython(t, dir)
+			url := testkit.PythonHTTPServer(t, dir)
 			home, cache := remConsumer(t, url, "")
 			ok(t, home, "fetch")
 			r := fails(t, home, "pull", remName+":v0/child:1.0")
@@ -989,7 +991,7 @@ func TestRemoteCangalloV0(t *testing.T) {
 			}
 			for _, e := range dirNames(t, cache) {
 				if hex, ok := strings.CutSuffix(e, ".qcow2"); ok {
-					if got := imageID(t, filepath.Join(cache, e)); got != "sha256:"+hex {
+					if got := testkit.RawDigest(t, filepath.Join(cache, e)).String(); got != "sha256:"+hex {
 						t.Errorf("the cache keeps %s, whose image ID is %s", e, got)
 					}
 				}
@@ -1022,7 +1024,7 @@ func TestRemoteServeHTTP(t *testing.T) {
 	}
 	url := remServe(t, served)
 	blobURL := url + "blobs/sha256/" + hex
-	blob := remReadFile(t, remBlobFile(served, pub.ChildBlob))
+	blob := testkit.ReadFile(t, remBlobFile(served, pub.ChildBlob))
 	size := int64(len(blob))
 
 	t.Run("HEAD", func(t *testing.T) {
@@ -1042,14 +1044,14 @@ func TestRemoteServeHTTP(t *testing.T) {
 		if _, code := remCurl(t, "-f", "-o", dst, blobURL); code != 0 {
 			t.Fatalf("curl: exit %d", code)
 		}
-		if got := sha256sum(t, dst); got != pub.ChildBlob {
+		if got := testkit.Sha256sum(t, dst).String(); got != pub.ChildBlob {
 			t.Errorf("GET of the blob: sha256sum %s", got)
 		}
 		dst = filepath.Join(t.TempDir(), "index")
 		if _, code := remCurl(t, "-f", "-o", dst, url+"index.yaml"); code != 0 {
 			t.Fatalf("curl: exit %d", code)
 		}
-		if !bytes.Equal(remReadFile(t, dst), remReadFile(t, filepath.Join(served, "index.yaml"))) {
+		if !bytes.Equal(testkit.ReadFile(t, dst), testkit.ReadFile(t, filepath.Join(served, "index.yaml"))) {
 			t.Errorf("GET index.yaml differs from the file")
 		}
 	})
@@ -1070,7 +1072,7 @@ func TestRemoteServeHTTP(t *testing.T) {
 			if code != 0 || out != "206" {
 				t.Fatalf("curl -r %s: exit %d, status %q", rg.rng, code, out)
 			}
-			if got := remReadFile(t, dst); !bytes.Equal(got, blob[rg.first:rg.end]) {
+			if got := testkit.ReadFile(t, dst); !bytes.Equal(got, blob[rg.first:rg.end]) {
 				t.Errorf("curl -r %s: %d bytes, not bytes %d-%d of the blob", rg.rng, len(got), rg.first, rg.end-1)
 			}
 		})
@@ -1125,7 +1127,7 @@ func TestRemoteServeHTTP(t *testing.T) {
 				etag = strings.TrimSpace(v)
 			}
 		}
-		if want := `"` + sha256sum(t, filepath.Join(served, "index.yaml")) + `"`; etag != want {
+		if want := `"` + testkit.Sha256sum(t, filepath.Join(served, "index.yaml")).String() + `"`; etag != want {
 			t.Fatalf("ETag of index.yaml %q, want %q", etag, want)
 		}
 		code, _ := remCurl(t, "-H", "If-None-Match: "+etag, "-o", "/dev/null", "-w", "%{http_code}", url+"index.yaml")
@@ -1144,7 +1146,7 @@ func TestRemoteServeHTTP(t *testing.T) {
 		}
 	}
 	// The blob is still there, untouched.
-	if got := sha256sum(t, remBlobFile(served, pub.ChildBlob)); got != pub.ChildBlob {
+	if got := testkit.Sha256sum(t, remBlobFile(served, pub.ChildBlob)).String(); got != pub.ChildBlob {
 		t.Errorf("the served blob changed: %s", got)
 	}
 }
@@ -1170,7 +1172,7 @@ func TestRemoteFetchFailures(t *testing.T) {
 	t.Run("no server", func(t *testing.T) {
 		t.Parallel()
 		// With a password in the URL: no error may show it.
-		home, cache := remConsumer(t, fmt.Sprintf("http://user:s3cret@127.0.0.1:%d/", remFreePort(t)), "")
+		home, cache := remConsumer(t, fmt.Sprintf("http://user:s3cret@127.0.0.1:%d/", testkit.FreePort(t)), "")
 		r := fails(t, home, "fetch")
 		if strings.Contains(r.stderr+r.stdout, "s3cret") {
 			t.Errorf("the error shows the password of the URL:\n%s", r.stderr)
@@ -1207,7 +1209,7 @@ func TestRemoteFetchFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			served := remCopyRepo(t, pub.Repo)
-			url := remPython(t, served)
+			url := testkit.PythonHTTPServer(t, served)
 			home, cache := remConsumer(t, url, "")
 			ok(t, home, "fetch")
 			// Sparse: python sends zeros, canga must stop at its bound.
@@ -1237,7 +1239,7 @@ func TestRemoteFetchFailures(t *testing.T) {
 func TestRemoteConcurrentPulls(t *testing.T) {
 	t.Parallel()
 	pub := remPublisher(t)
-	url := remPython(t, remCopyRepo(t, pub.Repo))
+	url := testkit.PythonHTTPServer(t, remCopyRepo(t, pub.Repo))
 	home, cache := remConsumer(t, url, "")
 	ok(t, home, "fetch")
 	const n = 4
@@ -1281,7 +1283,7 @@ func TestRemoteImportOntoExistingParent(t *testing.T) {
 	for _, comp := range []string{"zlib", "none", "zstd"} {
 		t.Run("parent stored with "+comp, func(t *testing.T) {
 			t.Parallel()
-			url := remPython(t, remCopyRepo(t, pub.Repo))
+			url := testkit.PythonHTTPServer(t, remCopyRepo(t, pub.Repo))
 			home, _ := remConsumer(t, url, "")
 			if id := addID(t, home, base, "--compression", comp, "--tag", "mybase"); id != pub.BaseID {
 				t.Fatalf("add of the base gave %s, the publisher's is %s", id, pub.BaseID)
@@ -1298,7 +1300,7 @@ func TestRemoteImportOntoExistingParent(t *testing.T) {
 			if r := canga(t, home, "export", "x", exported); r.code != 0 {
 				t.Errorf("export of the imported child fails:\n%v", r)
 			} else {
-				requireSame(t, exported, pub.Child)
+				testkit.QemuCompare(t, exported, pub.Child)
 			}
 			if r := canga(t, home, "fsck"); r.code != 0 {
 				t.Errorf("fsck after the import:\n%v", r)
@@ -1308,7 +1310,7 @@ func TestRemoteImportOntoExistingParent(t *testing.T) {
 			if it == nil || parent == nil {
 				t.Fatalf("after import: child %+v, parent %+v", it, parent)
 			}
-			if got := qemuInfo(t, remBlobFile(filepath.Join(home, "default"), it.Blob)).BackingFilename; got != strings.TrimPrefix(parent.Blob, "sha256:") {
+			if got := testkit.QemuInfo(t, remBlobFile(filepath.Join(home, "default"), it.Blob)).BackingFilename; got != strings.TrimPrefix(parent.Blob, "sha256:") {
 				t.Errorf("the imported child's blob names backing file %s; the repository's parent blob is %s", got, parent.Blob)
 			}
 		})
@@ -1319,7 +1321,7 @@ func TestRemoteImportOntoExistingParent(t *testing.T) {
 // but missing, empty or unreadable never turns the signature check off.
 func TestRemoteSignersMisconfigured(t *testing.T) {
 	pub := remPublisher(t)
-	url := remPython(t, remCopyRepo(t, pub.Repo))
+	url := testkit.PythonHTTPServer(t, remCopyRepo(t, pub.Repo))
 	tests := []struct {
 		name    string
 		signers func(t *testing.T) string
@@ -1365,8 +1367,8 @@ func TestRemoteURLForms(t *testing.T) {
 			t.Parallel()
 			top := t.TempDir()
 			served := filepath.Join(top, "repo")
-			sh(t, "cp", "-a", pub.Repo, served)
-			url := remPython(t, top) + suffix
+			testkit.Run(t, "cp", "-a", pub.Repo, served)
+			url := testkit.PythonHTTPServer(t, top) + suffix
 			home, cache := remConsumer(t, url, "")
 			ok(t, home, "fetch")
 			ok(t, home, "pull", remName+":child")

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 func shortID(id string) string { return strings.TrimPrefix(id, "sha256:")[:16] }
@@ -32,7 +34,7 @@ func requireBlobsNamedByDigest(t *testing.T, home string) {
 	t.Helper()
 	for _, name := range dirNames(t, blobDir(home)) {
 		p := filepath.Join(blobDir(home), name)
-		if got := sha256sum(t, p); got != "sha256:"+name {
+		if got := testkit.Sha256sum(t, p).String(); got != "sha256:"+name {
 			t.Errorf("blob %s has sha256sum %s", name, got)
 		}
 		fi, err := os.Stat(p)
@@ -42,7 +44,7 @@ func requireBlobsNamedByDigest(t *testing.T, home string) {
 		if fi.Mode().Perm() != 0o444 {
 			t.Errorf("blob %s has mode %v, want 0444", name, fi.Mode().Perm())
 		}
-		requireQemuClean(t, p)
+		testkit.QemuCheck(t, p)
 	}
 }
 
@@ -52,7 +54,7 @@ func TestRepoWorkflow(t *testing.T) {
 	home, work := t.TempDir(), t.TempDir()
 	base := filepath.Join(work, "base.qcow2")
 	copyFile(t, baseQcow2(t), base)
-	baseID := imageID(t, base)
+	baseID := testkit.RawDigest(t, base).String()
 
 	// add a base image, with its metadata.
 	start := time.Now().Add(-time.Second)
@@ -72,15 +74,15 @@ func TestRepoWorkflow(t *testing.T) {
 		b.OS != "Debian 12" || b.VirtualSize != 64<<20 || b.BlobSize != fileSize(t, baseBlob) || !b.Present {
 		t.Errorf("list --json entry: %+v", b)
 	}
-	info := qemuInfo(t, baseBlob)
+	info := testkit.QemuInfo(t, baseBlob)
 	if info.Format != "qcow2" || info.BackingFilename != "" || info.VirtualSize != 64<<20 || info.FormatSpecific.Data.Compat != "1.1" {
 		t.Errorf("base blob: %+v", info)
 	}
-	if _, c, _ := qemuCheck(t, baseBlob); c.CompressedClusters == 0 {
+	if _, c, _ := testkit.QemuCheckReport(t, baseBlob); c.CompressedClusters == 0 {
 		t.Errorf("base blob is not compressed (default zlib): %+v", c)
 	}
-	requireSame(t, baseBlob, base)
-	if imageID(t, baseBlob) != baseID {
+	testkit.QemuCompare(t, baseBlob, base)
+	if testkit.RawDigest(t, baseBlob).String() != baseID {
 		t.Errorf("the base blob does not read as the image")
 	}
 
@@ -88,15 +90,15 @@ func TestRepoWorkflow(t *testing.T) {
 	// data, zero writes over the base's data, a discard, a partial cluster.
 	ov := filepath.Join(work, "vm.qcow2")
 	ok(t, home, "overlay", "base", ov)
-	oi := qemuInfo(t, ov)
+	oi := testkit.QemuInfo(t, ov)
 	if oi.BackingFilename != baseBlob || oi.BackingFormat != "qcow2" || oi.VirtualSize != 64<<20 {
 		t.Errorf("overlay: backing %q (%s), size %d; want %q (qcow2), %d", oi.BackingFilename, oi.BackingFormat, oi.VirtualSize, baseBlob, 64<<20)
 	}
-	requireSame(t, ov, base)
+	testkit.QemuCompare(t, ov, base)
 	data := dataClusters(t, baseRaw(t))
-	qemuIO(t, ov, "write -P 0xc4 5M 512k", "write -z "+itoa(data[10])+" 128k", "discard "+itoa(data[20])+" 64k",
+	testkit.QemuIO(t, "qcow2", ov, "write -P 0xc4 5M 512k", "write -z "+itoa(data[10])+" 128k", "discard "+itoa(data[20])+" 64k",
 		"write -P 0x03 "+itoa(7<<20+512)+" 1k", "write -z "+itoa(data[30]+4096)+" 4k")
-	childID := imageID(t, ov)
+	childID := testkit.RawDigest(t, ov).String()
 	if childID == baseID {
 		t.Fatal("the writes changed nothing")
 	}
@@ -114,7 +116,7 @@ func TestRepoWorkflow(t *testing.T) {
 	if c.Parent != baseID || !slices.Equal(c.Tags, []string{"child"}) || c.VirtualSize != 64<<20 || c.BlobSize != fileSize(t, childBlob) {
 		t.Errorf("child entry: %+v", c)
 	}
-	chain := qemuChain(t, childBlob)
+	chain := testkit.QemuChain(t, childBlob)
 	if len(chain) != 2 || chain[0].BackingFilename != filepath.Base(baseBlob) || chain[0].BackingFormat != "qcow2" ||
 		chain[1].Filename != baseBlob || chain[1].BackingFilename != "" {
 		t.Errorf("qemu-img info --backing-chain of the child blob: %+v", chain)
@@ -122,8 +124,8 @@ func TestRepoWorkflow(t *testing.T) {
 	if fileSize(t, childBlob) > fileSize(t, baseBlob)/10 {
 		t.Errorf("child blob is %d bytes, base blob %d: not a small delta", fileSize(t, childBlob), fileSize(t, baseBlob))
 	}
-	requireSame(t, childBlob, ov)
-	if imageID(t, childBlob) != childID {
+	testkit.QemuCompare(t, childBlob, ov)
+	if testkit.RawDigest(t, childBlob).String() != childID {
 		t.Errorf("the child blob, opened in place, does not read as the image")
 	}
 	requireBlobsNamedByDigest(t, home)
@@ -131,26 +133,26 @@ func TestRepoWorkflow(t *testing.T) {
 	// export: one standalone file, as qcow2, compressed qcow2 and raw.
 	out := filepath.Join(work, "out.qcow2")
 	ok(t, home, "export", "child", out)
-	requireSame(t, out, ov)
-	requireQemuClean(t, out)
-	if i := qemuInfo(t, out); i.BackingFilename != "" {
+	testkit.QemuCompare(t, out, ov)
+	testkit.QemuCheck(t, out)
+	if i := testkit.QemuInfo(t, out); i.BackingFilename != "" {
 		t.Errorf("export has a backing file %q", i.BackingFilename)
 	}
 	outc := filepath.Join(work, "outc.qcow2")
 	ok(t, home, "export", "-c", "child", outc)
-	requireSame(t, outc, ov)
-	if _, cc, _ := qemuCheck(t, outc); cc.CompressedClusters == 0 {
+	testkit.QemuCompare(t, outc, ov)
+	if _, cc, _ := testkit.QemuCheckReport(t, outc); cc.CompressedClusters == 0 {
 		t.Errorf("export -c wrote no compressed cluster")
 	}
 	outRaw := filepath.Join(work, "out.raw")
 	ok(t, home, "export", "child", outRaw, "-O", "raw")
-	if got := sha256sum(t, outRaw); got != childID {
+	if got := testkit.Sha256sum(t, outRaw).String(); got != childID {
 		t.Errorf("export -O raw: sha256sum %s, want the image ID %s", got, childID)
 	}
 	// An overlay on the child: a chain of three that qemu resolves.
 	ov2 := filepath.Join(work, "vm2.qcow2")
 	ok(t, home, "overlay", childID[:20], ov2)
-	requireSame(t, ov2, ov)
+	testkit.QemuCompare(t, ov2, ov)
 
 	// list: the seed's table.
 	text := ok(t, home, "list")
@@ -294,18 +296,18 @@ func TestRepoWorkflow(t *testing.T) {
 	ok(t, home, "fsck")
 
 	// One flipped byte in a blob: fsck fails and names the image.
-	flipByte(t, childBlob, fileSize(t, childBlob)/2)
+	testkit.FlipByte(t, childBlob, fileSize(t, childBlob)/2)
 	r = canga(t, home, "fsck")
 	if r.code == 0 || !strings.Contains(r.stdout, "FAULT "+shortID(childID)) || !strings.HasPrefix(r.stderr, "canga: ") {
 		t.Errorf("fsck with a damaged child blob should fail naming %s\n%v", shortID(childID), r)
 	}
-	flipByte(t, childBlob, fileSize(t, childBlob)/2)
-	flipByte(t, baseBlob, 100) // in the header
+	testkit.FlipByte(t, childBlob, fileSize(t, childBlob)/2)
+	testkit.FlipByte(t, baseBlob, 100) // in the header
 	r = canga(t, home, "fsck")
 	if r.code == 0 || !strings.Contains(r.stdout, "FAULT "+shortID(baseID)) {
 		t.Errorf("fsck with a damaged base blob should fail naming %s\n%v", shortID(baseID), r)
 	}
-	flipByte(t, baseBlob, 100)
+	testkit.FlipByte(t, baseBlob, 100)
 	ok(t, home, "fsck")
 
 	// del --recursive removes both, their tags and their blobs.
@@ -325,7 +327,7 @@ func TestRepoWorkflow(t *testing.T) {
 	ok(t, home, "fsck")
 	// The overlay made earlier still points at the deleted blob: qemu
 	// can no longer open it, which is what del means.
-	if _, code, _ := shCode(t, "qemu-img", "info", "--backing-chain", ov); code == 0 {
+	if _, code, _ := testkit.RunCode(t, "qemu-img", "info", "--backing-chain", ov); code == 0 {
 		t.Errorf("the overlay's backing blob is still there")
 	}
 }
@@ -344,33 +346,6 @@ func jsonList(v any, want ...string) bool {
 	return true
 }
 
-// flipByte inverts one byte of a read-only blob and makes it read-only
-// again.
-func flipByte(t *testing.T, path string, off int64) {
-	t.Helper()
-	if err := os.Chmod(path, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xff
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, 0o444); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // --parent turns a standalone image into a delta against an image of the
 // repository, even one it has little in common with.
 func TestAddParentFlag(t *testing.T) {
@@ -379,10 +354,10 @@ func TestAddParentFlag(t *testing.T) {
 	otherID := addID(t, home, otherRaw(t), "--tag", "other")
 	ov := filepath.Join(work, "vm.qcow2")
 	ok(t, home, "overlay", "base", ov)
-	qemuIO(t, ov, "write -P 0x99 9M 256k", "write -z 12M 64k")
+	testkit.QemuIO(t, "qcow2", ov, "write -P 0x99 9M 256k", "write -z 12M 64k")
 	full := filepath.Join(work, "full.qcow2")
-	sh(t, "qemu-img", "convert", "-O", "qcow2", ov, full)
-	fullID := imageID(t, full)
+	testkit.Run(t, "qemu-img", "convert", "-O", "qcow2", ov, full)
+	fullID := testkit.RawDigest(t, full).String()
 	baseBlob := blobPath(home, mustItem(t, home, baseID).Blob)
 
 	id := addID(t, home, full, "--parent", "base", "--tag", "derived")
@@ -394,14 +369,14 @@ func TestAddParentFlag(t *testing.T) {
 	if d.Parent != baseID {
 		t.Errorf("parent %s, want %s", d.Parent, baseID)
 	}
-	if i := qemuInfo(t, blob); i.BackingFilename != filepath.Base(baseBlob) || i.BackingFormat != "qcow2" {
+	if i := testkit.QemuInfo(t, blob); i.BackingFilename != filepath.Base(baseBlob) || i.BackingFormat != "qcow2" {
 		t.Errorf("blob backing %q (%s), want %q (qcow2)", i.BackingFilename, i.BackingFormat, filepath.Base(baseBlob))
 	}
 	if n := fileSize(t, blob); n > fileSize(t, baseBlob)/10 {
 		t.Errorf("delta blob is %d bytes, base blob %d", n, fileSize(t, baseBlob))
 	}
-	requireSame(t, blob, full)
-	requireQemuClean(t, blob)
+	testkit.QemuCompare(t, blob, full)
+	testkit.QemuCheck(t, blob)
 
 	// A parent of another size and content: the delta is large, but
 	// right.
@@ -418,8 +393,8 @@ func TestAddParentFlag(t *testing.T) {
 	if id != fullID || d.Parent != otherID {
 		t.Errorf("add --parent other: %s with parent %s", id, d.Parent)
 	}
-	requireSame(t, blobPath(home, d.Blob), full)
-	requireQemuClean(t, blobPath(home, d.Blob))
+	testkit.QemuCompare(t, blobPath(home, d.Blob), full)
+	testkit.QemuCheck(t, blobPath(home, d.Blob))
 	ok(t, home, "fsck")
 
 	before := snapshot(t, home)
@@ -442,18 +417,18 @@ func TestAddBackingChain(t *testing.T) {
 	// The backing file is a copy of the base content, not the blob.
 	copyFile(t, baseQcow2(t), filepath.Join(work, "mybase.qcow2"))
 	ov := filepath.Join(work, "ov.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mybase.qcow2", "-F", "qcow2", ov)
-	qemuIO(t, ov, "write -P 0x42 20M 128k")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mybase.qcow2", "-F", "qcow2", ov)
+	testkit.QemuIO(t, "qcow2", ov, "write -P 0x42 20M 128k")
 	r := canga(t, home, "add", ov)
 	id := strings.TrimSpace(r.stdout)
-	if r.code != 0 || id != imageID(t, ov) {
+	if r.code != 0 || id != testkit.RawDigest(t, ov).String() {
 		t.Fatalf("%v", r)
 	}
 	e := mustItem(t, home, id)
 	if e.Parent != baseID || !strings.Contains(r.stderr, "parent "+shortID(baseID)) {
 		t.Errorf("parent %q, want %s found by content\n%v", e.Parent, baseID, r)
 	}
-	requireSame(t, blobPath(home, e.Blob), ov)
+	testkit.QemuCompare(t, blobPath(home, e.Blob), ov)
 	if n := fileSize(t, blobPath(home, e.Blob)); n > 1<<20 {
 		t.Errorf("delta blob is %d bytes", n)
 	}
@@ -461,21 +436,21 @@ func TestAddBackingChain(t *testing.T) {
 	// A chain the repository knows nothing of.
 	copyFile(t, otherRaw(t), filepath.Join(work, "foreign.raw"))
 	ov2 := filepath.Join(work, "ov2.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "foreign.raw", "-F", "raw", ov2)
-	qemuIO(t, ov2, "write -P 0x43 1M 64k")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "foreign.raw", "-F", "raw", ov2)
+	testkit.QemuIO(t, "qcow2", ov2, "write -P 0x43 1M 64k")
 	r = canga(t, home, "add", ov2)
 	id2 := strings.TrimSpace(r.stdout)
-	if r.code != 0 || id2 != imageID(t, ov2) {
+	if r.code != 0 || id2 != testkit.RawDigest(t, ov2).String() {
 		t.Fatalf("%v", r)
 	}
 	e2 := mustItem(t, home, id2)
 	if e2.Parent != "" || !strings.Contains(r.stderr, "not in repository") {
 		t.Errorf("parent %q: a foreign chain should be stored whole, and say so\n%v", e2.Parent, r)
 	}
-	if i := qemuInfo(t, blobPath(home, e2.Blob)); i.BackingFilename != "" {
+	if i := testkit.QemuInfo(t, blobPath(home, e2.Blob)); i.BackingFilename != "" {
 		t.Errorf("whole image blob has backing file %q", i.BackingFilename)
 	}
-	requireSame(t, blobPath(home, e2.Blob), ov2)
+	testkit.QemuCompare(t, blobPath(home, e2.Blob), ov2)
 	requireBlobsNamedByDigest(t, home)
 	ok(t, home, "fsck")
 }
@@ -514,7 +489,7 @@ func TestAmbiguousPrefix(t *testing.T) {
 		t.Fatal(err)
 	}
 	idA, idB := addID(t, home, pa), addID(t, home, pb)
-	if idA != imageID(t, pa) || idB != imageID(t, pb) {
+	if idA != testkit.RawDigest(t, pa).String() || idB != testkit.RawDigest(t, pb).String() {
 		t.Fatalf("IDs %s %s differ from qemu's", idA, idB)
 	}
 	hexA, hexB := strings.TrimPrefix(idA, "sha256:"), strings.TrimPrefix(idB, "sha256:")
@@ -656,11 +631,11 @@ func TestAddNotAnImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	noBacking := filepath.Join(work, "no-backing.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "missing.qcow2", "-F", "qcow2", noBacking, "64M")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "missing.qcow2", "-F", "qcow2", noBacking, "64M")
 	loop := filepath.Join(work, "loop.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "loop.qcow2", "-F", "qcow2", loop, "1M")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "loop.qcow2", "-F", "qcow2", loop, "1M")
 	badZlib := filepath.Join(work, "bad-zlib.qcow2")
-	sh(t, "qemu-img", "convert", "-c", "-O", "qcow2", otherRaw(t), badZlib)
+	testkit.Run(t, "qemu-img", "convert", "-c", "-O", "qcow2", otherRaw(t), badZlib)
 	scrambleCompressed(t, badZlib)
 
 	for _, tc := range []struct{ name, file, want string }{
@@ -730,30 +705,30 @@ func TestBadConfigAndIndex(t *testing.T) {
 			mkdir(t, filepath.Join(home, "config.yaml"))
 		}, "config"},
 		{"malformed config", func(t *testing.T, home string) {
-			write(t, filepath.Join(home, "config.yaml"), "default_repo: default\nrepos: [\n")
+			testkit.WriteFile(t, filepath.Join(home, "config.yaml"), []byte("default_repo: default\nrepos: [\n"), 0o644)
 		}, "config"},
 		{"config not a mapping", func(t *testing.T, home string) {
-			write(t, filepath.Join(home, "config.yaml"), "- just\n- a list\n")
+			testkit.WriteFile(t, filepath.Join(home, "config.yaml"), []byte("- just\n- a list\n"), 0o644)
 		}, "config"},
 		{"default repo not configured", func(t *testing.T, home string) {
-			write(t, filepath.Join(home, "config.yaml"), "default_repo: nope\nrepos:\n  default:\n    path: "+filepath.Join(home, "default")+"\n")
+			testkit.WriteFile(t, filepath.Join(home, "config.yaml"), []byte("default_repo: nope\nrepos:\n  default:\n    path: "+filepath.Join(home, "default")+"\n"), 0o644)
 		}, "nope"},
 		{"repository path is a file", func(t *testing.T, home string) {
-			write(t, filepath.Join(home, "afile"), "x")
-			write(t, filepath.Join(home, "config.yaml"), "default_repo: default\nrepos:\n  default:\n    path: "+filepath.Join(home, "afile")+"\n")
+			testkit.WriteFile(t, filepath.Join(home, "afile"), []byte("x"), 0o644)
+			testkit.WriteFile(t, filepath.Join(home, "config.yaml"), []byte("default_repo: default\nrepos:\n  default:\n    path: "+filepath.Join(home, "afile")+"\n"), 0o644)
 		}, "afile"},
 		{"home is a file", nil, ""},
 		{"malformed index", func(t *testing.T, home string) {
 			ok(t, home, "list")
-			write(t, filepath.Join(home, "default", "index.yaml"), "version: 1\nimages: [\n")
+			testkit.WriteFile(t, filepath.Join(home, "default", "index.yaml"), []byte("version: 1\nimages: [\n"), 0o644)
 		}, "index.yaml"},
 		{"index of a future version", func(t *testing.T, home string) {
 			ok(t, home, "list")
-			write(t, filepath.Join(home, "default", "index.yaml"), "version: 99\nimages: {}\n")
+			testkit.WriteFile(t, filepath.Join(home, "default", "index.yaml"), []byte("version: 99\nimages: {}\n"), 0o644)
 		}, "version"},
 		{"index naming a bad ID", func(t *testing.T, home string) {
 			ok(t, home, "list")
-			write(t, filepath.Join(home, "default", "index.yaml"), "version: 1\nimages:\n  sha256:xyz:\n    blob: sha256:abc\n")
+			testkit.WriteFile(t, filepath.Join(home, "default", "index.yaml"), []byte("version: 1\nimages:\n  sha256:xyz:\n    blob: sha256:abc\n"), 0o644)
 		}, "index.yaml"},
 	}
 	for _, tc := range tests {
@@ -761,7 +736,7 @@ func TestBadConfigAndIndex(t *testing.T) {
 			home := t.TempDir()
 			if tc.setup == nil {
 				home = filepath.Join(home, "file")
-				write(t, home, "not a directory")
+				testkit.WriteFile(t, home, []byte("not a directory"), 0o644)
 			} else {
 				tc.setup(t, home)
 			}
@@ -786,13 +761,6 @@ func mkdir(t *testing.T, p string) {
 	}
 }
 
-func write(t *testing.T, p, s string) {
-	t.Helper()
-	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // treeDigest maps every file and directory under root to its digest
 // ("dir" for directories), the lock file excepted: it is written by any
 // writer that takes the lock.
@@ -809,7 +777,7 @@ func treeDigest(t *testing.T, root string) map[string]string {
 			m[rel] = "dir"
 		case fi.Name() == ".lock":
 		case fi.Mode().IsRegular():
-			m[rel] = fileDigest(t, p)
+			m[rel] = testkit.FileDigest(t, p).String()
 		default:
 			m[rel] = fi.Mode().String()
 		}
@@ -826,7 +794,7 @@ func treeDigest(t *testing.T, root string) map[string]string {
 func TestAddCompression(t *testing.T) {
 	home := t.TempDir()
 	src := baseQcow2(t)
-	id := imageID(t, src)
+	id := testkit.RawDigest(t, src).String()
 	for _, tc := range []struct {
 		comp, qemuType string
 		compressed     bool
@@ -840,16 +808,16 @@ func TestAddCompression(t *testing.T) {
 				t.Fatal(err)
 			}
 			blob := blobPath(home, m["blob"].(string))
-			info := qemuInfo(t, blob)
+			info := testkit.QemuInfo(t, blob)
 			if m["compression"] != tc.comp || info.FormatSpecific.Data.CompressionType != tc.qemuType ||
 				m["cluster-size"] != float64(info.ClusterSize) {
 				t.Errorf("index: compression %v, cluster size %v; qemu-img info: %s, %d", m["compression"], m["cluster-size"], info.FormatSpecific.Data.CompressionType, info.ClusterSize)
 			}
-			if _, c, _ := qemuCheck(t, blob); (c.CompressedClusters > 0) != tc.compressed {
+			if _, c, _ := testkit.QemuCheckReport(t, blob); (c.CompressedClusters > 0) != tc.compressed {
 				t.Errorf("%d compressed clusters", c.CompressedClusters)
 			}
-			requireSame(t, blob, src)
-			requireQemuClean(t, blob)
+			testkit.QemuCompare(t, blob, src)
+			testkit.QemuCheck(t, blob)
 			ok(t, home, "fsck")
 			ok(t, home, "del", id)
 		})
@@ -865,32 +833,32 @@ func TestAddOverlayShapes(t *testing.T) {
 	data := dataClusters(t, baseRaw(t))
 
 	larger := filepath.Join(work, "larger.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", baseBlob, "-F", "qcow2", larger, "100M")
-	qemuIO(t, larger, "write -P 0x11 70M 64k", "write -P 0x12 63M 2M") // across the base's end
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", baseBlob, "-F", "qcow2", larger, "100M")
+	testkit.QemuIO(t, "qcow2", larger, "write -P 0x11 70M 64k", "write -P 0x12 63M 2M") // across the base's end
 	smaller := filepath.Join(work, "smaller.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", baseBlob, "-F", "qcow2", smaller, "40M")
-	qemuIO(t, smaller, "write -P 0x13 1M 64k")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", baseBlob, "-F", "qcow2", smaller, "40M")
+	testkit.QemuIO(t, "qcow2", smaller, "write -P 0x13 1M 64k")
 	mid := filepath.Join(work, "mid.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", baseBlob, "-F", "qcow2", mid)
-	qemuIO(t, mid, "write -P 0x14 2M 128k", "write -z "+itoa(data[4])+" 64k")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", baseBlob, "-F", "qcow2", mid)
+	testkit.QemuIO(t, "qcow2", mid, "write -P 0x14 2M 128k", "write -z "+itoa(data[4])+" 64k")
 	top := filepath.Join(work, "top.qcow2")
-	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "-b", "mid.qcow2", "-F", "qcow2", top)
-	qemuIO(t, top, "write -P 0x15 2M 4k", "discard "+itoa(data[6])+" 64k", "write -P 0x16 "+itoa(data[4]+8192)+" 4k")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "-b", "mid.qcow2", "-F", "qcow2", top)
+	testkit.QemuIO(t, "qcow2", top, "write -P 0x15 2M 4k", "discard "+itoa(data[6])+" 64k", "write -P 0x16 "+itoa(data[4]+8192)+" 4k")
 
 	for _, f := range []string{larger, smaller, top, mid} {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			id := addID(t, home, f)
-			if id != imageID(t, f) {
-				t.Fatalf("add: %s, qemu says %s", id, imageID(t, f))
+			if id != testkit.RawDigest(t, f).String() {
+				t.Fatalf("add: %s, qemu says %s", id, testkit.RawDigest(t, f).String())
 			}
 			e := mustItem(t, home, id)
 			if e.Parent == "" {
 				t.Errorf("stored whole, not as a delta")
 			}
 			blob := blobPath(home, e.Blob)
-			requireSame(t, blob, f)
-			requireQemuClean(t, blob)
-			if i := qemuInfo(t, blob); i.VirtualSize != qemuInfo(t, f).VirtualSize {
+			testkit.QemuCompare(t, blob, f)
+			testkit.QemuCheck(t, blob)
+			if i := testkit.QemuInfo(t, blob); i.VirtualSize != testkit.QemuInfo(t, f).VirtualSize {
 				t.Errorf("blob virtual size %d", i.VirtualSize)
 			}
 		})
@@ -1010,21 +978,21 @@ func TestThreeGenerations(t *testing.T) {
 	baseID := addID(t, home, baseRaw(t), "--tag", "base")
 	ov1 := filepath.Join(work, "ov1.qcow2")
 	ok(t, home, "overlay", "base", ov1)
-	qemuIO(t, ov1, "write -P 0x21 10M 1M")
+	testkit.QemuIO(t, "qcow2", ov1, "write -P 0x21 10M 1M")
 	childID := addID(t, home, ov1, "--tag", "child")
 	ov2 := filepath.Join(work, "ov2.qcow2")
 	ok(t, home, "overlay", "child", ov2)
-	qemuIO(t, ov2, "write -P 0x22 10M 64k", "write -z "+itoa(10<<20+512<<10)+" 64k", "write -P 0x23 30M 64k")
+	testkit.QemuIO(t, "qcow2", ov2, "write -P 0x22 10M 64k", "write -z "+itoa(10<<20+512<<10)+" 64k", "write -P 0x23 30M 64k")
 	gcID := addID(t, home, ov2, "--tag", "grandchild")
-	if gcID != imageID(t, ov2) {
-		t.Fatalf("add: %s, qemu says %s", gcID, imageID(t, ov2))
+	if gcID != testkit.RawDigest(t, ov2).String() {
+		t.Fatalf("add: %s, qemu says %s", gcID, testkit.RawDigest(t, ov2).String())
 	}
 
 	blobs := map[string]string{}
 	for _, id := range []string{baseID, childID, gcID} {
 		blobs[id] = blobPath(home, mustItem(t, home, id).Blob)
 	}
-	chain := qemuChain(t, blobs[gcID])
+	chain := testkit.QemuChain(t, blobs[gcID])
 	if len(chain) != 3 || chain[0].BackingFilename != filepath.Base(blobs[childID]) ||
 		chain[1].Filename != blobs[childID] || chain[1].BackingFilename != filepath.Base(blobs[baseID]) ||
 		chain[2].Filename != blobs[baseID] {
@@ -1033,11 +1001,11 @@ func TestThreeGenerations(t *testing.T) {
 	if e := mustItem(t, home, gcID); e.Parent != childID {
 		t.Errorf("grandchild's parent %s", e.Parent)
 	}
-	requireSame(t, blobs[gcID], ov2)
-	requireSame(t, blobs[childID], ov1)
+	testkit.QemuCompare(t, blobs[gcID], ov2)
+	testkit.QemuCompare(t, blobs[childID], ov1)
 	out := filepath.Join(work, "out.qcow2")
 	ok(t, home, "export", "grandchild", out)
-	requireSame(t, out, ov2)
+	testkit.QemuCompare(t, out, ov2)
 	var m map[string]any
 	if err := json.Unmarshal([]byte(ok(t, home, "show", "--json", "grandchild")), &m); err != nil || !jsonList(m["chain"], gcID, childID, baseID) {
 		t.Errorf("show --json chain: %v (%v)", m["chain"], err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cangallo/canga/internal/testkit"
 	"github.com/hiddeco/sshsig"
 	"golang.org/x/crypto/ssh"
 )
@@ -21,7 +22,8 @@ func startAgent(t *testing.T) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	var out bytes.Buffer
-	cmd := exec.Command(requireTool(t, "ssh-agent"), "-D", "-a", sock)
+	testkit.Need(t, "ssh-agent")
+	cmd := exec.Command("ssh-agent", "-D", "-a", sock)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -45,12 +47,13 @@ func startAgent(t *testing.T) string {
 // through SSH_ASKPASS.
 func sshAdd(t *testing.T, sock, key, passphrase string) {
 	t.Helper()
-	askpass := writeFile(t, filepath.Join(t.TempDir(), "askpass"), []byte("#!/bin/sh\necho '"+passphrase+"'\n"))
-	if err := os.Chmod(askpass, 0o700); err != nil {
-		t.Fatal(err)
+	askpass := testkit.WriteFile(t, filepath.Join(t.TempDir(), "askpass"), []byte("#!/bin/sh\necho '"+passphrase+"'\n"), 0o700)
+	testkit.Need(t, "ssh-add")
+	cmd := exec.Command("ssh-add", key)
+	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock, "SSH_ASKPASS="+askpass, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=:0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ssh-add %s: %v\n%s", key, err, out)
 	}
-	mustRun(t, nil, []string{"SSH_AUTH_SOCK=" + sock, "SSH_ASKPASS=" + askpass, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=:0"},
-		"ssh-add", key)
 }
 
 func TestAgent(t *testing.T) {
@@ -83,7 +86,7 @@ func TestAgent(t *testing.T) {
 
 	for _, kt := range keyTypes {
 		t.Run(kt.name+" via .pub", func(t *testing.T) {
-			key := genKey(t, dir, kt.name, kt, "")
+			key := testkit.Keygen(t, dir, kt.name, "", kt.args...)
 			sshAdd(t, sock, key, "")
 			// Only the agent can sign now.
 			if err := os.Remove(key); err != nil {
@@ -94,15 +97,15 @@ func TestAgent(t *testing.T) {
 	}
 
 	t.Run("encrypted key held by agent", func(t *testing.T) {
-		key := genKey(t, dir, "locked", ed25519Key, "s3cret pass")
+		key := testkit.Keygen(t, dir, "locked", "s3cret pass", ed25519Key.args...)
 		sshAdd(t, sock, key, "s3cret pass")
 		signAndCheck(t, key, pubLine(t, key))
 	})
 
 	t.Run("certificate held by agent", func(t *testing.T) {
-		ca := genKey(t, dir, "agentca", ed25519Key, "")
-		key := genKey(t, dir, "certified", ecdsaKey, "")
-		mustRun(t, nil, nil, "ssh-keygen", "-q", "-s", ca, "-I", "certified", "-n", "agent@example.com", key+".pub")
+		ca := testkit.Keygen(t, dir, "agentca", "", ed25519Key.args...)
+		key := testkit.Keygen(t, dir, "certified", "", ecdsaKey.args...)
+		testkit.Run(t, "ssh-keygen", "-q", "-s", ca, "-I", "certified", "-n", "agent@example.com", key+".pub")
 		sshAdd(t, sock, key, "") // adds key-cert.pub too
 		if err := os.Remove(key); err != nil {
 			t.Fatal(err)
@@ -122,7 +125,7 @@ func TestAgent(t *testing.T) {
 	})
 
 	t.Run("key not in agent", func(t *testing.T) {
-		key := genKey(t, dir, "absent", ed25519Key, "")
+		key := testkit.Keygen(t, dir, "absent", "", ed25519Key.args...)
 		if _, err := LoadSigner(key + ".pub"); !errors.Is(err, ErrNotInAgent) {
 			t.Fatalf("LoadSigner: %v, want ErrNotInAgent", err)
 		}
@@ -131,7 +134,7 @@ func TestAgent(t *testing.T) {
 	t.Run("agent stopped after loading", func(t *testing.T) {
 		sock2 := startAgent(t)
 		t.Setenv("SSH_AUTH_SOCK", sock2)
-		key := genKey(t, dir, "gone", ed25519Key, "")
+		key := testkit.Keygen(t, dir, "gone", "", ed25519Key.args...)
 		sshAdd(t, sock2, key, "")
 		signer, err := LoadSigner(key + ".pub")
 		if err != nil {
@@ -149,15 +152,15 @@ func TestAgent(t *testing.T) {
 func TestLoadSignerErrors(t *testing.T) {
 	t.Setenv("SSH_AUTH_SOCK", "")
 	dir := t.TempDir()
-	encrypted := genKey(t, dir, "encrypted", ed25519Key, "pass")
-	encryptedPEM := genKey(t, dir, "encrypted-pem", keyType{"ecdsa-pem", []string{"-t", "ecdsa", "-m", "PEM"}}, "passphrase")
-	plain := genKey(t, dir, "plain", ed25519Key, "")
-	broken := readFile(t, plain)
+	encrypted := testkit.Keygen(t, dir, "encrypted", "pass", ed25519Key.args...)
+	encryptedPEM := testkit.Keygen(t, dir, "encrypted-pem", "passphrase", "-t", "ecdsa", "-m", "PEM")
+	plain := testkit.Keygen(t, dir, "plain", "", ed25519Key.args...)
+	broken := testkit.ReadFile(t, plain)
 	broken = append(broken[:len(broken)/2:len(broken)/2], "\n-----END OPENSSH PRIVATE KEY-----\n"...)
 	orphanCert := filepath.Join(dir, "orphan-cert.pub")
-	ca := genKey(t, dir, "ca", ed25519Key, "")
-	mustRun(t, nil, nil, "ssh-keygen", "-q", "-s", ca, "-I", "x", "-n", "x", plain+".pub")
-	writeFile(t, orphanCert, readFile(t, plain+"-cert.pub"))
+	ca := testkit.Keygen(t, dir, "ca", "", ed25519Key.args...)
+	testkit.Run(t, "ssh-keygen", "-q", "-s", ca, "-I", "x", "-n", "x", plain+".pub")
+	testkit.WriteFile(t, orphanCert, testkit.ReadFile(t, plain+"-cert.pub"), 0o600)
 
 	cases := []struct {
 		name string
@@ -170,10 +173,10 @@ func TestLoadSignerErrors(t *testing.T) {
 		{"public key without agent", plain + ".pub", ErrNoAgent, "SSH_AUTH_SOCK"},
 		{"certificate without key or agent", orphanCert, ErrNoAgent, "orphan"},
 		{"missing file", filepath.Join(dir, "nope"), fs.ErrNotExist, "nope"},
-		{"empty file", writeFile(t, filepath.Join(dir, "empty"), nil), ErrBadKey, "empty"},
-		{"garbage", writeFile(t, filepath.Join(dir, "garbage"), []byte("hello world\n")), ErrBadKey, "garbage"},
-		{"broken private key", writeFile(t, filepath.Join(dir, "broken"), broken), ErrBadKey, "broken"},
-		{"huge file", writeFile(t, filepath.Join(dir, "huge"), bytes.Repeat([]byte("A"), maxKeyFileSize+1)), ErrBadKey, "larger"},
+		{"empty file", testkit.WriteFile(t, filepath.Join(dir, "empty"), nil, 0o600), ErrBadKey, "empty"},
+		{"garbage", testkit.WriteFile(t, filepath.Join(dir, "garbage"), []byte("hello world\n"), 0o600), ErrBadKey, "garbage"},
+		{"broken private key", testkit.WriteFile(t, filepath.Join(dir, "broken"), broken, 0o600), ErrBadKey, "broken"},
+		{"huge file", testkit.WriteFile(t, filepath.Join(dir, "huge"), bytes.Repeat([]byte("A"), maxKeyFileSize+1), 0o600), ErrBadKey, "larger"},
 		{"directory", dir, nil, ""},
 	}
 	for _, c := range cases {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cangallo/canga/internal/testkit"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -159,8 +160,9 @@ func TestParseAllowedSigners(t *testing.T) {
 // line up for principal id (ssh-keygen parses only lines that match).
 func keygenParses(t testing.TB, line, id string) (string, bool) {
 	t.Helper()
-	as := writeFile(t, filepath.Join(t.TempDir(), "allowed_signers"), []byte(line+"\n"))
-	return run(t, nil, nil, "ssh-keygen", "-Y", "match-principals", "-I", id, "-f", as)
+	as := testkit.WriteFile(t, filepath.Join(t.TempDir(), "allowed_signers"), []byte(line+"\n"), 0o600)
+	out, code, stderr := testkit.RunCode(t, "ssh-keygen", "-Y", "match-principals", "-I", id, "-f", as)
+	return out + stderr, code == 0
 }
 
 func TestParseAllowedSignersBlankAndComments(t *testing.T) {
@@ -239,11 +241,11 @@ func TestParseAllowedSignersLimits(t *testing.T) {
 func TestLoadAllowedSigners(t *testing.T) {
 	ed, _ := testKeys(t)
 	dir := t.TempDir()
-	good := writeFile(t, filepath.Join(dir, "good"), []byte("alice "+ed+"\n"))
+	good := testkit.WriteFile(t, filepath.Join(dir, "good"), []byte("alice "+ed+"\n"), 0o600)
 	if a, err := LoadAllowedSigners(good); err != nil || len(a.Entries()) != 1 {
 		t.Fatalf("LoadAllowedSigners = %v, %v", a, err)
 	}
-	bad := writeFile(t, filepath.Join(dir, "bad"), []byte("alice\n"))
+	bad := testkit.WriteFile(t, filepath.Join(dir, "bad"), []byte("alice\n"), 0o600)
 	if _, err := LoadAllowedSigners(bad); !errors.Is(err, ErrAllowedSigners) || !strings.Contains(err.Error(), bad) {
 		t.Errorf("bad file: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cangallo/canga/internal/testkit"
 	"github.com/hiddeco/sshsig"
 	"golang.org/x/crypto/ssh"
 )
@@ -28,7 +29,7 @@ func TestSignVerifiedBySSHKeygen(t *testing.T) {
 		t.Run(kt.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			key := genKey(t, dir, "signer", kt, "")
+			key := testkit.Keygen(t, dir, "signer", "", kt.args...)
 			signer, err := LoadSigner(key)
 			if err != nil {
 				t.Fatal(err)
@@ -59,7 +60,7 @@ func TestSignVerifiedBySSHKeygen(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := fingerprintOf(t, key+".pub"); principal != "signer@example.com" || fp != want {
+			if want := testkit.Fingerprint(t, key+".pub"); principal != "signer@example.com" || fp != want {
 				t.Errorf("Verify = %q, %q; want signer@example.com, %q", principal, fp, want)
 			}
 		})
@@ -81,7 +82,7 @@ func TestVerifySSHKeygenSignature(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			key := genKey(t, dir, "signer", c.kt, "")
+			key := testkit.Keygen(t, dir, "signer", "", c.kt.args...)
 			sig := keygenSign(t, key, Namespace, testMsg, c.extra...)
 			allowed := "# the team\n\n" + line("alice@example.com,bob@example.com", "", pubLine(t, key))
 			principal, fp, err := Verify(testMsg, sig, mustParse(t, allowed), time.Now())
@@ -91,7 +92,7 @@ func TestVerifySSHKeygenSignature(t *testing.T) {
 			if principal != "alice@example.com,bob@example.com" {
 				t.Errorf("principal %q", principal)
 			}
-			if want := fingerprintOf(t, key+".pub"); fp != want {
+			if want := testkit.Fingerprint(t, key+".pub"); fp != want {
 				t.Errorf("fingerprint %q, want %q", fp, want)
 			}
 			if found, ok := keygenFindPrincipals(t, allowed, sig, time.Now()); !ok || found != strings.ReplaceAll(principal, ",", "\n") {
@@ -116,8 +117,8 @@ func (s sha1Signer) SignWithAlgorithm(r io.Reader, data []byte, _ string) (*ssh.
 
 func TestVerifyRejects(t *testing.T) {
 	dir := t.TempDir()
-	alice := genKey(t, dir, "alice", ed25519Key, "")
-	mallory := genKey(t, dir, "mallory", ed25519Key, "")
+	alice := testkit.Keygen(t, dir, "alice", "", ed25519Key.args...)
+	mallory := testkit.Keygen(t, dir, "mallory", "", ed25519Key.args...)
 	good := keygenSign(t, alice, Namespace, testMsg)
 	pub := pubLine(t, alice)
 	base := line("alice@example.com", "", pub)
@@ -239,7 +240,7 @@ func TestVerifyRejects(t *testing.T) {
 
 func TestVerifyTimeWindow(t *testing.T) {
 	dir := t.TempDir()
-	key := genKey(t, dir, "alice", ed25519Key, "")
+	key := testkit.Keygen(t, dir, "alice", "", ed25519Key.args...)
 	sig := keygenSign(t, key, Namespace, testMsg)
 	allowed := line("alice@example.com", `valid-after="202401011200Z",valid-before="20240201000000Z"`, pubLine(t, key))
 	signers := mustParse(t, allowed)
@@ -268,7 +269,7 @@ func TestVerifyTimeWindow(t *testing.T) {
 
 func TestPrincipalPatterns(t *testing.T) {
 	dir := t.TempDir()
-	key := genKey(t, dir, "signer", ed25519Key, "")
+	key := testkit.Keygen(t, dir, "signer", "", ed25519Key.args...)
 	sig := keygenSign(t, key, Namespace, testMsg)
 	pub := pubLine(t, key)
 	cases := []struct {
@@ -322,18 +323,18 @@ func TestPrincipalPatterns(t *testing.T) {
 
 func TestCertificates(t *testing.T) {
 	dir := t.TempDir()
-	ca := genKey(t, dir, "ca", ed25519Key, "")
-	otherCA := genKey(t, dir, "otherca", ed25519Key, "")
-	user := genKey(t, dir, "user", ed25519Key, "")
+	ca := testkit.Keygen(t, dir, "ca", "", ed25519Key.args...)
+	otherCA := testkit.Keygen(t, dir, "otherca", "", ed25519Key.args...)
+	user := testkit.Keygen(t, dir, "user", "", ed25519Key.args...)
 	certify := func(name, key string, args ...string) string {
 		t.Helper()
 		// ssh-keygen writes KEY-cert.pub; copy the key so each
 		// certificate has its own KEY beside it.
 		k := filepath.Join(dir, name)
-		writeFile(t, k, readFile(t, key))
-		writeFile(t, k+".pub", readFile(t, key+".pub"))
+		testkit.WriteFile(t, k, testkit.ReadFile(t, key), 0o600)
+		testkit.WriteFile(t, k+".pub", testkit.ReadFile(t, key+".pub"), 0o600)
 		a := append([]string{"-q", "-s", ca, "-I", name}, args...)
-		mustRun(t, nil, nil, "ssh-keygen", append(a, k+".pub")...)
+		testkit.Run(t, "ssh-keygen", append(a, k+".pub")...)
 		return k + "-cert.pub"
 	}
 	good := certify("good", user, "-n", "alice@example.com,bob@example.com,carol@other.org")
@@ -389,7 +390,7 @@ func TestCertificates(t *testing.T) {
 			if err != nil || principal != c.found {
 				t.Errorf("Verify = %q, %v; want %q", principal, err, c.found)
 			}
-			if want := fingerprintOf(t, filepath.Join(dir, "user.pub")); fp != want {
+			if want := testkit.Fingerprint(t, filepath.Join(dir, "user.pub")); fp != want {
 				t.Errorf("fingerprint %q, want the user key's %q", fp, want)
 			}
 			if out, _ := keygenFindPrincipals(t, c.allowed, c.sig, time.Now()); !c.findDiffers && out != strings.ReplaceAll(principal, ",", "\n") {
@@ -400,7 +401,7 @@ func TestCertificates(t *testing.T) {
 
 	// canga signs with certificates too, the key found beside them.
 	t.Setenv("SSH_AUTH_SOCK", "")
-	rsaUser := genKey(t, dir, "rsauser", rsaKey, "")
+	rsaUser := testkit.Keygen(t, dir, "rsauser", "", rsaKey.args...)
 	for _, key := range []string{user, rsaUser} {
 		cert := certify(filepath.Base(key)+"-signs", key, "-n", "alice@example.com")
 		signer, err := LoadSigner(cert)

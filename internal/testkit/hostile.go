@@ -1,20 +1,19 @@
-// Package testimages makes hostile and damaged disk images for tests, from
-// images that qemu-img makes. It is used by the tests of several packages
-// and by the fuzz seed corpora; it needs qemu-img.
-package testimages
+package testkit
+
+// Hostile and damaged disk images, made from images that qemu-img makes.
+// The builders return errors rather than fail a test, so that they can
+// also write fuzz seed corpora.
 
 import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 )
 
-// Case is one hostile image file.
-type Case struct {
+// HostileCase is one hostile image file.
+type HostileCase struct {
 	Name string
 	Path string // the image to open
 	// Want is a piece of the error every reader must give, lower case.
@@ -37,14 +36,6 @@ const (
 	offHeaderLength   = 100
 )
 
-func run(name string, args ...string) error {
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
 // patch rewrites bytes of a copy of src.
 type patch func(b []byte) []byte
 
@@ -59,12 +50,12 @@ func be64(off int, v uint64) patch {
 // Hostile writes every hostile case into dir and returns them. The cases
 // cover what a malicious or broken image file can put in front of a
 // reader; each must give a clear error quickly and in little memory.
-func Hostile(dir string) ([]Case, error) {
+func Hostile(dir string) ([]HostileCase, error) {
 	plain := filepath.Join(dir, "plain.qcow2")
-	if err := run("qemu-img", "create", "-q", "-f", "qcow2", plain, "64M"); err != nil {
+	if err := runErr(toolTimeout, "qemu-img", "create", "-q", "-f", "qcow2", plain, "64M"); err != nil {
 		return nil, err
 	}
-	if err := run("qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 1M", "-c", "write -P 0xa5 40M 1M", plain); err != nil {
+	if err := runErr(toolTimeout, "qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 1M", "-c", "write -P 0xa5 40M 1M", plain); err != nil {
 		return nil, err
 	}
 	base, err := os.ReadFile(plain)
@@ -73,10 +64,10 @@ func Hostile(dir string) ([]Case, error) {
 	}
 	l1Off := binary.BigEndian.Uint64(base[offL1Offset:])
 
-	var cases []Case
+	var cases []HostileCase
 	add := func(name, want string, data []byte) error {
 		p := filepath.Join(dir, name+".qcow2")
-		cases = append(cases, Case{Name: name, Path: p, Want: want})
+		cases = append(cases, HostileCase{Name: name, Path: p, Want: want})
 		return os.WriteFile(p, data, 0o644)
 	}
 	patched := func(name, want string, ps ...patch) error {
@@ -150,17 +141,17 @@ func Hostile(dir string) ([]Case, error) {
 
 	// A backing loop: a -> b -> a, and an image that is its own backing.
 	a, b := filepath.Join(dir, "loop-a.qcow2"), filepath.Join(dir, "loop-b.qcow2")
-	if err := run("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "loop-b.qcow2", "-F", "qcow2", a, "1M"); err != nil {
+	if err := runErr(toolTimeout, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "loop-b.qcow2", "-F", "qcow2", a, "1M"); err != nil {
 		return nil, err
 	}
-	if err := run("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "loop-a.qcow2", "-F", "qcow2", b, "1M"); err != nil {
+	if err := runErr(toolTimeout, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "loop-a.qcow2", "-F", "qcow2", b, "1M"); err != nil {
 		return nil, err
 	}
 	self := filepath.Join(dir, "loop-self.qcow2")
-	if err := run("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "loop-self.qcow2", "-F", "qcow2", self, "1M"); err != nil {
+	if err := runErr(toolTimeout, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "loop-self.qcow2", "-F", "qcow2", self, "1M"); err != nil {
 		return nil, err
 	}
-	cases = append(cases, Case{Name: "backing-loop", Path: a, Want: "loop"}, Case{Name: "backing-self", Path: self, Want: "loop"})
+	cases = append(cases, HostileCase{Name: "backing-loop", Path: a, Want: "loop"}, HostileCase{Name: "backing-self", Path: self, Want: "loop"})
 
 	// A deep chain, deeper than any reader should follow.
 	deep := filepath.Join(dir, "deep")
@@ -171,15 +162,15 @@ func Hostile(dir string) ([]Case, error) {
 	if err != nil {
 		return nil, err
 	}
-	cases = append(cases, Case{Name: "deep-chain", Path: top, Want: "deeper"})
+	cases = append(cases, HostileCase{Name: "deep-chain", Path: top, Want: "deeper"})
 
 	// Backing names that are not plain files.
 	for i, name := range []string{"json:{\"file.filename\":\"/etc/passwd\"}", "nbd:localhost:10809", "http://example.com/x"} {
 		p := filepath.Join(dir, fmt.Sprintf("backing-protocol-%d.qcow2", i))
-		if err := run("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", name, "-F", "raw", p, "1M"); err != nil {
+		if err := runErr(toolTimeout, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", name, "-F", "raw", p, "1M"); err != nil {
 			return nil, err
 		}
-		cases = append(cases, Case{Name: fmt.Sprintf("backing-protocol-%d", i), Path: p, Want: "not a plain file"})
+		cases = append(cases, HostileCase{Name: fmt.Sprintf("backing-protocol-%d", i), Path: p, Want: "not a plain file"})
 	}
 	return cases, nil
 }
@@ -193,7 +184,7 @@ func DeepChain(dir string, n int) (string, error) {
 		if prev != "" {
 			args = append(args, "-u", "-b", prev, "-F", "qcow2")
 		}
-		if err := run("qemu-img", append(args, filepath.Join(dir, name), "1M")...); err != nil {
+		if err := runErr(toolTimeout, "qemu-img", append(args, filepath.Join(dir, name), "1M")...); err != nil {
 			return "", err
 		}
 		prev = name
@@ -203,16 +194,16 @@ func DeepChain(dir string, n int) (string, error) {
 
 // garbageCompressed makes a compressed image and overwrites the compressed
 // bytes of its data clusters with random bytes.
-func garbageCompressed(dir, typ string, cases *[]Case) error {
+func garbageCompressed(dir, typ string, cases *[]HostileCase) error {
 	src := filepath.Join(dir, "garbage-src-"+typ+".qcow2")
-	if err := run("qemu-img", "create", "-q", "-f", "qcow2", src, "4M"); err != nil {
+	if err := runErr(toolTimeout, "qemu-img", "create", "-q", "-f", "qcow2", src, "4M"); err != nil {
 		return err
 	}
-	if err := run("qemu-io", "-f", "qcow2", "-c", "write -P 0x61 0 4M", src); err != nil {
+	if err := runErr(toolTimeout, "qemu-io", "-f", "qcow2", "-c", "write -P 0x61 0 4M", src); err != nil {
 		return err
 	}
 	out := filepath.Join(dir, "garbage-"+typ+".qcow2")
-	if err := run("qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type="+typ, src, out); err != nil {
+	if err := runErr(toolTimeout, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type="+typ, src, out); err != nil {
 		return err
 	}
 	b, err := os.ReadFile(out)
@@ -235,6 +226,6 @@ func garbageCompressed(dir, typ string, cases *[]Case) error {
 		b[i] = byte(rng.Uint32())
 	}
 	p := filepath.Join(dir, "garbage-"+typ+"-bad.qcow2")
-	*cases = append(*cases, Case{Name: "garbage-compressed-" + typ, Path: p, Want: "decompress"})
+	*cases = append(*cases, HostileCase{Name: "garbage-compressed-" + typ, Path: p, Want: "decompress"})
 	return os.WriteFile(p, b, 0o644)
 }
