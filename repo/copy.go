@@ -369,7 +369,6 @@ func (c *copier) storeBlob(ctx context.Context, it *copyItem) (cas.BlobInfo, err
 		if err != nil {
 			return cas.BlobInfo{}, err
 		}
-		resumed := p.Offset() > 0
 		if err := c.fill(ctx, it, p, progress); err != nil {
 			if errors.Is(err, ErrRefused) {
 				_ = p.Discard() // of no use to a later attempt
@@ -379,9 +378,10 @@ func (c *copier) storeBlob(ctx context.Context, it *copyItem) (cas.BlobInfo, err
 			return cas.BlobInfo{}, err
 		}
 		info, err := p.Commit(ctx, nil, nil, it.expect.option())
-		if errors.Is(err, cas.ErrDigestMismatch) && resumed && attempt == 0 {
-			// cas removed the partial. Bytes of an earlier attempt may be
-			// the bad ones: start over, once.
+		if errors.Is(err, cas.ErrDigestMismatch) && attempt == 0 {
+			// cas removed the partial. A download that was resumed (in
+			// this run, or from an earlier one's partial) may have bad
+			// bytes from before the break: start over, once.
 			continue
 		}
 		return info, err

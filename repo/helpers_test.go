@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cangallo/canga/config"
+	"github.com/cangallo/canga/index/signing"
 	"github.com/cangallo/canga/internal/testkit"
 	"github.com/cangallo/canga/remote"
 	"github.com/opencontainers/go-digest"
@@ -70,7 +71,7 @@ func (r *srcRepo) add(parent *image, pattern byte, off int64) *image {
 	if parent != nil {
 		args = append(args, "-b", parent.hex(), "-F", "qcow2")
 	}
-	testkit.Qemu(t, "qemu-img", append(args, tmp, "4M")...)
+	testkit.Run(t, "qemu-img", append(args, tmp, "4M")...)
 	testkit.QemuIO(t, "qcow2", tmp, fmt.Sprintf("write -P 0x%02x %d %d", pattern, off, 64<<10))
 	return r.adopt(tmp, parent, testkit.RawDigest(t, tmp))
 }
@@ -137,19 +138,10 @@ func (r *srcRepo) writeIndex() []byte {
 func writeFile(t testing.TB, path string, data []byte) {
 	t.Helper()
 	os.Remove(path)
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testkit.WriteFile(t, path, data, 0o644)
 }
 
-func readFile(t testing.TB, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+func readFile(t testing.TB, path string) []byte { return testkit.ReadFile(t, path) }
 
 // keys is an ed25519 key pair made by ssh-keygen, and an allowed_signers
 // file naming it.
@@ -160,8 +152,7 @@ type keys struct {
 func newKeys(t testing.TB, principal string) keys {
 	t.Helper()
 	dir := t.TempDir()
-	priv := filepath.Join(dir, "id")
-	testkit.Run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", principal, "-f", priv)
+	priv := testkit.Keygen(t, dir, "id", "", "-t", "ed25519")
 	allowed := filepath.Join(dir, "allowed_signers")
 	writeFile(t, allowed, []byte(principal+" "+string(readFile(t, priv+".pub"))))
 	return keys{priv: priv, allowed: allowed}
@@ -171,7 +162,7 @@ func newKeys(t testing.TB, principal string) keys {
 func (k keys) sign(t testing.TB, dir string) {
 	t.Helper()
 	os.Remove(filepath.Join(dir, SigFile))
-	testkit.Run(t, "ssh-keygen", "-q", "-Y", "sign", "-f", k.priv, "-n", "canga-index", filepath.Join(dir, IndexFile))
+	testkit.SSHSign(t, k.priv, "canga-index", filepath.Join(dir, IndexFile))
 }
 
 // ourServer serves dir with remote.Handler, as canga serve does.
