@@ -6,6 +6,8 @@ import (
 	"io"
 	"os/exec"
 	"testing"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // BenchmarkOpen reads a 256 MiB blob over loopback through a Stream and
@@ -13,7 +15,7 @@ import (
 // /dev/null on the same URL is the yardstick. (The whole pull, which also
 // stores the bytes, is measured by package repo and bench/run.sh.)
 func BenchmarkOpen(b *testing.B) {
-	need(b, "curl", "python3")
+	testkit.Need(b, "curl", "python3")
 	dir, blobHex, blob, _ := staticRepo(b, 256<<20)
 	for _, srv := range servers {
 		url := srv.start(b, dir)
