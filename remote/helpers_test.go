@@ -4,11 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"math/rand/v2"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,28 +37,6 @@ var servers = []struct {
 }{
 	{"python", testkit.PythonHTTPServer},
 	{"handler", ourServer},
-}
-
-// reqLog records the requests a test server saw.
-type reqLog struct {
-	mu   sync.Mutex
-	reqs []loggedReq
-}
-
-type loggedReq struct {
-	path, rng string
-}
-
-func (l *reqLog) add(r *http.Request) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.reqs = append(l.reqs, loggedReq{path: r.URL.Path, rng: r.Header.Get("Range")})
-}
-
-func (l *reqLog) all() []loggedReq {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]loggedReq(nil), l.reqs...)
 }
 
 func writeFile(t testing.TB, path string, data []byte) {

@@ -8,74 +8,18 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
-// cutServer serves dir like Handler does, except that the requests
-// listed in plan (numbered from 1) get the action given there instead.
-type cutServer struct {
-	dir  string
-	log  reqLog
-	mu   sync.Mutex
-	n    int
-	plan map[int]func(w http.ResponseWriter, r *http.Request, data []byte)
+type plan = map[int]testkit.Fault
+
+func faults(dir string, p plan) *testkit.FaultServer {
+	return &testkit.FaultServer{Dir: dir, Next: Handler(dir), Plan: p}
 }
-
-func (s *cutServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.log.add(r)
-	s.mu.Lock()
-	s.n++
-	act := s.plan[s.n]
-	s.mu.Unlock()
-	if act == nil {
-		Handler(s.dir).ServeHTTP(w, r)
-		return
-	}
-	data, err := os.ReadFile(filepath.Join(s.dir, strings.TrimPrefix(r.URL.Path, "/")))
-	if err != nil {
-		http.NotFound(w, r)
-		return
-	}
-	act(w, r, data)
-}
-
-// cutAt sends the whole length in Content-Length and n bytes of data
-// (from the start, whatever Range asked), then drops the connection.
-func cutAt(n func(size int) int) func(w http.ResponseWriter, r *http.Request, data []byte) {
-	return func(w http.ResponseWriter, r *http.Request, data []byte) {
-		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
-		w.WriteHeader(http.StatusOK)
-		w.Write(data[:n(len(data))])
-		w.(http.Flusher).Flush()
-		panic(http.ErrAbortHandler) // closes the connection, as a crash would
-	}
-}
-
-// stallAt sends half and then nothing until the client gives up.
-func stallAt(w http.ResponseWriter, r *http.Request, data []byte) {
-	w.Header().Set("Content-Length", fmt.Sprint(len(data)))
-	w.WriteHeader(http.StatusOK)
-	w.Write(data[:len(data)/2])
-	w.(http.Flusher).Flush()
-	<-r.Context().Done()
-}
-
-// wholeIgnoringRange answers every request with 200 and the whole file,
-// as python's http.server does.
-func wholeIgnoringRange(w http.ResponseWriter, r *http.Request, data []byte) {
-	w.Header().Set("Content-Length", fmt.Sprint(len(data)))
-	w.WriteHeader(http.StatusOK)
-	w.Write(data)
-}
-
-func half(size int) int { return size / 2 }
-
-type plan = map[int]func(http.ResponseWriter, *http.Request, []byte)
 
 // readAll opens the blob from off and reads it to the end.
 func readAll(t *testing.T, c *Client, url, blobHex string, off, size int64) ([]byte, error) {
@@ -121,40 +65,39 @@ func TestOpen(t *testing.T) {
 		plan plan
 		off  int64
 		c    func() *Client
-		want []loggedReq
+		want []string
 	}{
-		{"cut, resumed with Range", plan{1: cutAt(half)}, 0, testClient,
-			[]loggedReq{{blobPath, ""}, {blobPath, from(size / 2)}}},
-		{"cut twice", plan{1: cutAt(half), 2: cutAt(func(int) int { return 0 })}, 0, testClient,
-			[]loggedReq{{blobPath, ""}, {blobPath, from(size / 2)}, {blobPath, from(size / 2)}}},
-		{"server ignores Range: bytes skipped", plan{1: wholeIgnoringRange}, 1000, testClient,
-			[]loggedReq{{blobPath, from(1000)}}},
-		{"cut, then Range ignored", plan{1: cutAt(half), 2: wholeIgnoringRange}, 0, testClient,
-			[]loggedReq{{blobPath, ""}, {blobPath, from(size / 2)}}},
-		{"stalled transfer", plan{1: stallAt}, 0, func() *Client {
+		{"cut, resumed with Range", plan{1: testkit.CutAt(testkit.Half)}, 0, testClient,
+			[]string{blobPath + " ", blobPath + " " + from(size/2)}},
+		{"cut twice", plan{1: testkit.CutAt(testkit.Half), 2: testkit.CutAt(func(int) int { return 0 })}, 0, testClient,
+			[]string{blobPath + " ", blobPath + " " + from(size/2), blobPath + " " + from(size/2)}},
+		{"server ignores Range: bytes skipped", plan{1: testkit.WholeIgnoringRange}, 1000, testClient,
+			[]string{blobPath + " " + from(1000)}},
+		{"cut, then Range ignored", plan{1: testkit.CutAt(testkit.Half), 2: testkit.WholeIgnoringRange}, 0, testClient,
+			[]string{blobPath + " ", blobPath + " " + from(size/2)}},
+		{"stalled transfer", plan{1: testkit.StallAt}, 0, func() *Client {
 			c := testClient()
 			c.StallTimeout = 300 * time.Millisecond
 			return c
-		}, []loggedReq{{blobPath, ""}, {blobPath, from(size / 2)}}},
+		}, []string{blobPath + " ", blobPath + " " + from(size/2)}},
 		{"503 then fine", plan{1: func(w http.ResponseWriter, r *http.Request, _ []byte) {
 			w.Header().Set("Retry-After", "0")
 			w.WriteHeader(http.StatusServiceUnavailable)
-		}}, 0, testClient, []loggedReq{{blobPath, ""}, {blobPath, ""}}},
+		}}, 0, testClient, []string{blobPath + " ", blobPath + " "}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := &cutServer{dir: dir, plan: tc.plan}
-			hs := httptest.NewServer(srv)
-			defer hs.Close()
-			got, err := readAll(t, tc.c(), hs.URL, blobHex, tc.off, size)
+			srv := faults(dir, tc.plan)
+			url := srv.Start(t)
+			got, err := readAll(t, tc.c(), url, blobHex, tc.off, size)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(got, blob[tc.off:]) {
 				t.Fatalf("read %d bytes that differ from the file's", len(got))
 			}
-			if fmt.Sprint(srv.log.all()) != fmt.Sprint(tc.want) {
-				t.Fatalf("requests:\n got %v\nwant %v", srv.log.all(), tc.want)
+			if fmt.Sprint(srv.Requests()) != fmt.Sprint(tc.want) {
+				t.Fatalf("requests:\n got %v\nwant %v", srv.Requests(), tc.want)
 			}
 		})
 	}
@@ -194,14 +137,13 @@ func TestOpen(t *testing.T) {
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
 			// Request 1 is cut, so that request 2 asks for a range.
-			srv := &cutServer{dir: dir, plan: plan{1: cutAt(half), 2: tc.act}}
-			hs := httptest.NewServer(srv)
-			defer hs.Close()
-			_, err := readAll(t, testClient(), hs.URL, blobHex, 0, size)
+			srv := faults(dir, plan{1: testkit.CutAt(testkit.Half), 2: tc.act})
+			url := srv.Start(t)
+			_, err := readAll(t, testClient(), url, blobHex, 0, size)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
-			if n := len(srv.log.all()); n != 2 {
+			if n := len(srv.Requests()); n != 2 {
 				t.Fatalf("%d requests, want 2 (no retry of a permanent failure)", n)
 			}
 		})
@@ -209,23 +151,21 @@ func TestOpen(t *testing.T) {
 
 	t.Run("gives up after MaxAttempts without progress", func(t *testing.T) {
 		down := func(w http.ResponseWriter, r *http.Request, _ []byte) { w.WriteHeader(http.StatusBadGateway) }
-		srv := &cutServer{dir: dir, plan: plan{1: down, 2: down, 3: down, 4: down}}
-		hs := httptest.NewServer(srv)
-		defer hs.Close()
-		_, err := readAll(t, testClient(), hs.URL, blobHex, 0, size)
+		srv := faults(dir, plan{1: down, 2: down, 3: down, 4: down})
+		url := srv.Start(t)
+		_, err := readAll(t, testClient(), url, blobHex, 0, size)
 		if !errors.Is(err, ErrHTTP) || !strings.Contains(err.Error(), "gave up after 3 attempts") {
 			t.Fatalf("got %v", err)
 		}
 	})
 
 	t.Run("cancel stops a stalled read", func(t *testing.T) {
-		srv := &cutServer{dir: dir, plan: plan{1: stallAt}}
-		hs := httptest.NewServer(srv)
-		defer hs.Close()
+		srv := faults(dir, plan{1: testkit.StallAt})
+		url := srv.Start(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		s, err := testClient().Open(ctx, hs.URL, BlobPath(blobHex), 0, size)
+		s, err := testClient().Open(ctx, url, BlobPath(blobHex), 0, size)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -240,10 +180,9 @@ func TestOpen(t *testing.T) {
 	})
 
 	t.Run("close stops a stalled read", func(t *testing.T) {
-		srv := &cutServer{dir: dir, plan: plan{1: stallAt}}
-		hs := httptest.NewServer(srv)
-		defer hs.Close()
-		s, err := testClient().Open(context.Background(), hs.URL, BlobPath(blobHex), 0, size)
+		srv := faults(dir, plan{1: testkit.StallAt})
+		url := srv.Start(t)
+		s, err := testClient().Open(context.Background(), url, BlobPath(blobHex), 0, size)
 		if err != nil {
 			t.Fatal(err)
 		}

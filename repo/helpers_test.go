@@ -2,13 +2,11 @@ package repo
 
 import (
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -244,22 +242,4 @@ func tmpEntries(t testing.TB, r *Repo) []string {
 		names = append(names, e.Name())
 	}
 	return names
-}
-
-// reqLog records the requests a test server saw.
-type reqLog struct {
-	mu   sync.Mutex
-	reqs []string
-}
-
-func (l *reqLog) add(r *http.Request) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.reqs = append(l.reqs, r.URL.Path+" "+r.Header.Get("Range"))
-}
-
-func (l *reqLog) all() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.reqs...)
 }
