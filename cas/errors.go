@@ -30,6 +30,9 @@ var (
 	ErrNotLocked = errors.New("cas: repository lock not held")
 	// ErrClosed: a temp file or partial was already committed or discarded.
 	ErrClosed = errors.New("cas: already committed or discarded")
+	// ErrSource is matched by the errors of the caller's reader, as
+	// opposed to those of the store: a partial download survives them.
+	ErrSource = errors.New("cas: the source failed")
 )
 
 // DigestMismatchError reports bytes whose digest is not the expected one.
@@ -107,3 +110,6 @@ type sourceError struct{ err error }
 
 func (e *sourceError) Error() string { return e.err.Error() }
 func (e *sourceError) Unwrap() error { return e.err }
+
+// Is makes errors.Is(err, ErrSource) true.
+func (e *sourceError) Is(target error) bool { return target == ErrSource }

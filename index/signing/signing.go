@@ -19,6 +19,10 @@ import (
 // one over an index, and the reverse.
 const Namespace = "canga-index"
 
+// OCINamespace is the namespace of the signature of an image pushed to an
+// OCI registry, over its manifest digest (SPEC §8).
+const OCINamespace = "canga-oci"
+
 // MaxSignatureSize bounds an armored signature. An RSA-16384 certificate
 // signature is under 8 KiB; anything much larger is not a signature.
 const MaxSignatureSize = 64 << 10
@@ -63,6 +67,11 @@ var (
 // rsa-sha2-512, as ssh-keygen refuses SHA-1 ("ssh-rsa") signatures. The new
 // signature is verified before it is returned.
 func Sign(message []byte, signer ssh.Signer) ([]byte, error) {
+	return SignIn(Namespace, message, signer)
+}
+
+// SignIn is [Sign] for namespace ns.
+func SignIn(ns string, message []byte, signer ssh.Signer) ([]byte, error) {
 	if signer == nil || signer.PublicKey() == nil {
 		return nil, fmt.Errorf("%w: no signer", ErrBadKey)
 	}
@@ -76,12 +85,12 @@ func Sign(message []byte, signer ssh.Signer) ([]byte, error) {
 		// default Sign, which is SHA-1, for an RSA certificate.
 		s = rsaSHA512Signer{as}
 	}
-	sig, err := sshsig.Sign(bytes.NewReader(message), s, sshsig.HashSHA512, Namespace)
+	sig, err := sshsig.Sign(bytes.NewReader(message), s, sshsig.HashSHA512, ns)
 	if err != nil {
 		return nil, fmt.Errorf("signing: sign: %w", err)
 	}
 	armored := sshsig.Armor(sig)
-	if _, err := CheckSignature(message, armored); err != nil {
+	if _, _, err := check(ns, message, armored); err != nil {
 		return nil, fmt.Errorf("signing: new signature does not verify: %w", err)
 	}
 	return armored, nil
@@ -100,7 +109,7 @@ func (s rsaSHA512Signer) Sign(rand io.Reader, data []byte) (*ssh.Signature, erro
 // nothing about who the key belongs to: anyone can make such a signature.
 // Use [Verify] to decide whether to trust it.
 func CheckSignature(message, armoredSig []byte) (fingerprint string, err error) {
-	_, fp, err := check(message, armoredSig)
+	_, fp, err := check(Namespace, message, armoredSig)
 	if err != nil {
 		return "", err
 	}
@@ -129,11 +138,16 @@ func CheckSignature(message, armoredSig []byte) (fingerprint string, err error) 
 // The error matches one of [ErrNoSignature], [ErrBadSignature],
 // [ErrNamespace], [ErrUnknownKey], [ErrExpired] or [ErrCertificate].
 func Verify(message, armoredSig []byte, signers *AllowedSigners, now time.Time) (principal, fingerprint string, err error) {
-	sig, fp, err := check(message, armoredSig)
+	return VerifyIn(Namespace, message, armoredSig, signers, now)
+}
+
+// VerifyIn is [Verify] for namespace ns: "ssh-keygen -Y verify -n NS".
+func VerifyIn(ns string, message, armoredSig []byte, signers *AllowedSigners, now time.Time) (principal, fingerprint string, err error) {
+	sig, fp, err := check(ns, message, armoredSig)
 	if err != nil {
 		return "", "", err
 	}
-	principal, err = signers.authorize(sig.PublicKey, "", now)
+	principal, err = signers.authorize(ns, sig.PublicKey, "", now)
 	if err != nil {
 		return "", "", fmt.Errorf("%w (%s key %s)", err, keyName(sig.PublicKey), fp)
 	}
@@ -148,18 +162,19 @@ func VerifyPrincipal(message, armoredSig []byte, signers *AllowedSigners, princi
 	if principal == "" {
 		return "", fmt.Errorf("%w: no principal given", ErrUnknownKey)
 	}
-	sig, fp, err := check(message, armoredSig)
+	sig, fp, err := check(Namespace, message, armoredSig)
 	if err != nil {
 		return "", err
 	}
-	if _, err := signers.authorize(sig.PublicKey, principal, now); err != nil {
+	if _, err := signers.authorize(Namespace, sig.PublicKey, principal, now); err != nil {
 		return "", fmt.Errorf("%w (%s key %s)", err, keyName(sig.PublicKey), fp)
 	}
 	return fp, nil
 }
 
-// check parses the signature and verifies it with the key it carries.
-func check(message, armoredSig []byte) (*sshsig.Signature, string, error) {
+// check parses the signature and verifies it, for namespace ns, with the
+// key it carries.
+func check(ns string, message, armoredSig []byte) (*sshsig.Signature, string, error) {
 	if len(armoredSig) > MaxSignatureSize {
 		return nil, "", fmt.Errorf("%w: %d bytes, more than %d", ErrBadSignature, len(armoredSig), MaxSignatureSize)
 	}
@@ -175,15 +190,15 @@ func check(message, armoredSig []byte) (*sshsig.Signature, string, error) {
 		return nil, "", fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
 	fp := fingerprint(sig.PublicKey)
-	if sig.Namespace != Namespace {
-		return nil, "", fmt.Errorf("%w: signature is for namespace %q, not %q", ErrNamespace, clip(sig.Namespace), Namespace)
+	if sig.Namespace != ns {
+		return nil, "", fmt.Errorf("%w: signature is for namespace %q, not %q", ErrNamespace, clip(sig.Namespace), ns)
 	}
 	// sshsig refuses SHA-1 only for a plain RSA key; an RSA certificate
 	// must not get around it.
 	if plainType(sig.PublicKey) == ssh.KeyAlgoRSA && sig.Signature.Format != ssh.KeyAlgoRSASHA256 && sig.Signature.Format != ssh.KeyAlgoRSASHA512 {
 		return nil, "", fmt.Errorf("%w: RSA signature algorithm %q (want rsa-sha2-256 or rsa-sha2-512)", ErrBadSignature, clip(sig.Signature.Format))
 	}
-	if err := sshsig.Verify(bytes.NewReader(message), sig, sig.PublicKey, sig.HashAlgorithm, Namespace); err != nil {
+	if err := sshsig.Verify(bytes.NewReader(message), sig, sig.PublicKey, sig.HashAlgorithm, ns); err != nil {
 		return nil, "", fmt.Errorf("%w: does not match the message (%s key %s)", ErrBadSignature, keyName(sig.PublicKey), fp)
 	}
 	return sig, fp, nil
@@ -228,11 +243,11 @@ func dearmor(b []byte) ([]byte, error) {
 	return raw, nil
 }
 
-// authorize finds the first line that lets key sign for principal ("" for
-// any) at now, and returns the principals to report for it. When no line
+// authorize finds the first line that lets key sign in namespace ns for
+// principal ("" for any) at now, and returns the principals to report for it. When no line
 // does, the error is about the first line that listed the key but refused
 // it (namespace, time, certificate), or ErrUnknownKey.
-func (a *AllowedSigners) authorize(key ssh.PublicKey, principal string, now time.Time) (string, error) {
+func (a *AllowedSigners) authorize(ns string, key ssh.PublicKey, principal string, now time.Time) (string, error) {
 	var refused error
 	refuse := func(err error) {
 		if refused == nil {
@@ -266,7 +281,7 @@ func (a *AllowedSigners) authorize(key ssh.PublicKey, principal string, now time
 				continue
 			}
 		}
-		if e.HasNamespaces && matchPatternList(Namespace, e.Namespaces) != 1 {
+		if e.HasNamespaces && matchPatternList(ns, e.Namespaces) != 1 {
 			refuse(fmt.Errorf("%w: allowed_signers line %d admits the key only for namespaces %q", ErrNamespace, e.Line, clip(e.Namespaces)))
 			continue
 		}
