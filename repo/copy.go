@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cangallo/canga/cas"
@@ -598,19 +597,12 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 
 // checkFile checks the header of a file already in the destination.
 func checkFile(p string, x expect) error {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, size, err := openFile(p)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", p)
-	}
-	if err := x.check(f, fi.Size()); err != nil {
+	if err := x.check(f, size); err != nil {
 		return fmt.Errorf("stored image %s: %w", p, err)
 	}
 	return nil
@@ -632,22 +624,15 @@ func openFiles(paths []string) (qcow2.Disk, error) {
 		return nil, err
 	}
 	for _, p := range paths {
-		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+		f, size, err := openFile(p)
 		if err != nil {
 			return fail(err)
 		}
-		fi, err := f.Stat()
-		if err == nil && !fi.Mode().IsRegular() {
-			err = fmt.Errorf("%s is not a regular file", p)
+		var opts []qcow2.Option
+		if below != nil {
+			opts = append(opts, qcow2.WithBacking(below))
 		}
-		var img *qcow2.Image
-		if err == nil {
-			var opts []qcow2.Option
-			if below != nil {
-				opts = append(opts, qcow2.WithBacking(below))
-			}
-			img, err = qcow2.Open(f, fi.Size(), opts...)
-		}
+		img, err := qcow2.Open(f, size, opts...)
 		if err != nil {
 			f.Close()
 			return fail(fmt.Errorf("%s: %w", p, err))
