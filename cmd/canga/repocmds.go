@@ -72,6 +72,7 @@ type addCmd struct {
 	OS          string `name:"os" help:"Operating system."`
 	Parent      string `short:"p" placeholder:"IMAGE" help:"Store the image as a delta against this image of the repository."`
 	Compression string `enum:"zlib,zstd,none" default:"zlib" help:"Compression of the stored blob: zlib, zstd or none."`
+	repoOption
 }
 
 func (c *addCmd) Run(e *env) error {
@@ -144,6 +145,7 @@ type listCmd struct {
 	Repo string `arg:"" optional:"" name:"REPO" help:"Only this repository; oci://HOST/NAME lists a registry repository's images."`
 	JSON bool   `name:"json" help:"Print one JSON document."`
 	registryFlags
+	repoOption
 }
 
 type listItem struct {
@@ -460,6 +462,7 @@ func (c *overlayCmd) Run(e *env) error {
 type fsckCmd struct {
 	Repo string `arg:"" optional:"" name:"REPO" help:"Repository (default: the default one)."`
 	JSON bool   `name:"json" help:"Print one JSON document."`
+	repoOption
 }
 
 func (c *fsckCmd) Run(e *env) error {
@@ -500,6 +503,7 @@ func (c *fsckCmd) Run(e *env) error {
 
 type gcCmd struct {
 	Repo string `arg:"" optional:"" name:"REPO" help:"Repository (default: the default one)."`
+	repoOption
 }
 
 func (c *gcCmd) Run(e *env) error {
