@@ -95,25 +95,11 @@ func (r *Repo) Copy(ctx context.Context, src Source, six *index.Index, id digest
 		if err != nil {
 			return err
 		}
-		if res, err = c.run(ctx); err != nil {
+		if res, err = c.run(ctx); err == nil {
+			err = c.record(ix, id, res)
+		}
+		if err != nil {
 			return errors.Join(err, c.removeNew(before))
-		}
-		for _, it := range c.items {
-			if it.have {
-				continue
-			}
-			if err := ix.Put(it.id, it.entry); err != nil {
-				return err
-			}
-		}
-		if opt.Tag != "" {
-			prev, err := ix.SetTag(opt.Tag, id)
-			if err != nil {
-				return err
-			}
-			if prev != id {
-				res.Moved = prev
-			}
 		}
 		return nil
 	})
@@ -241,6 +227,30 @@ func (c *copier) run(ctx context.Context) (*CopyResult, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// record puts the copied images into the destination's index, and the
+// tag.
+func (c *copier) record(ix *index.Index, id digest.Digest, res *CopyResult) error {
+	for _, it := range c.items {
+		if it.have {
+			continue
+		}
+		if err := ix.Put(it.id, it.entry); err != nil {
+			return err
+		}
+	}
+	if c.opt.Tag == "" {
+		return nil
+	}
+	prev, err := ix.SetTag(c.opt.Tag, id)
+	if err != nil {
+		return err
+	}
+	if prev != id {
+		res.Moved = prev
+	}
+	return nil
 }
 
 // removeNew removes the blobs the copy stored that were not among before.
