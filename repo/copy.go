@@ -130,6 +130,8 @@ type copyItem struct {
 	// direct: the blob is stored as the source has it (same digest);
 	// otherwise it is rewritten to name the destination's parent blob.
 	direct bool
+	// moved: bytes were transferred for it (it was not there already).
+	moved bool
 	// entry is the destination's entry once the blob is stored, and path
 	// the blob's file.
 	entry *index.Entry
@@ -203,7 +205,6 @@ func (c *copier) run(ctx context.Context) (*CopyResult, error) {
 		if it.have {
 			continue
 		}
-		res.Copied = append(res.Copied, it.id)
 		g.Go(func() error {
 			var parent *copyItem
 			if i > 0 {
@@ -225,6 +226,11 @@ func (c *copier) run(ctx context.Context) (*CopyResult, error) {
 			err = errors.Join(ctx.Err(), err) // the caller's cancel caused the rest
 		}
 		return nil, err
+	}
+	for _, it := range c.items {
+		if it.moved {
+			res.Copied = append(res.Copied, it.id)
+		}
 	}
 	return res, nil
 }
@@ -314,6 +320,7 @@ func (c *copier) copyItem(ctx context.Context, sem chan struct{}, it, parent *co
 	if err := acquire(ctx, sem); err != nil {
 		return err
 	}
+	it.moved = true
 	tf, n, hdr, err := c.fetchTemp(ctx, it)
 	<-sem
 	if err != nil {
@@ -391,6 +398,7 @@ func (c *copier) storeBlob(ctx context.Context, it *copyItem) (cas.BlobInfo, err
 	if info, ok, err := s.Existing(blob, size, it.expect.option()); ok || err != nil {
 		return info, err
 	}
+	it.moved = true
 	if fs, ok := c.src.(fileSource); ok {
 		p, err := fs.file(it.id, it.se)
 		if err != nil {
