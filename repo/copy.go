@@ -95,25 +95,11 @@ func (r *Repo) Copy(ctx context.Context, src Source, six *index.Index, id digest
 		if err != nil {
 			return err
 		}
-		if res, err = c.run(ctx); err != nil {
+		if res, err = c.run(ctx); err == nil {
+			err = c.record(ix, id, res)
+		}
+		if err != nil {
 			return errors.Join(err, c.removeNew(before))
-		}
-		for _, it := range c.items {
-			if it.have {
-				continue
-			}
-			if err := ix.Put(it.id, it.entry); err != nil {
-				return err
-			}
-		}
-		if opt.Tag != "" {
-			prev, err := ix.SetTag(opt.Tag, id)
-			if err != nil {
-				return err
-			}
-			if prev != id {
-				res.Moved = prev
-			}
 		}
 		return nil
 	})
@@ -144,6 +130,8 @@ type copyItem struct {
 	// direct: the blob is stored as the source has it (same digest);
 	// otherwise it is rewritten to name the destination's parent blob.
 	direct bool
+	// moved: bytes were transferred for it (it was not there already).
+	moved bool
 	// entry is the destination's entry once the blob is stored, and path
 	// the blob's file.
 	entry *index.Entry
@@ -217,7 +205,6 @@ func (c *copier) run(ctx context.Context) (*CopyResult, error) {
 		if it.have {
 			continue
 		}
-		res.Copied = append(res.Copied, it.id)
 		g.Go(func() error {
 			var parent *copyItem
 			if i > 0 {
@@ -240,7 +227,36 @@ func (c *copier) run(ctx context.Context) (*CopyResult, error) {
 		}
 		return nil, err
 	}
+	for _, it := range c.items {
+		if it.moved {
+			res.Copied = append(res.Copied, it.id)
+		}
+	}
 	return res, nil
+}
+
+// record puts the copied images into the destination's index, and the
+// tag.
+func (c *copier) record(ix *index.Index, id digest.Digest, res *CopyResult) error {
+	for _, it := range c.items {
+		if it.have {
+			continue
+		}
+		if err := ix.Put(it.id, it.entry); err != nil {
+			return err
+		}
+	}
+	if c.opt.Tag == "" {
+		return nil
+	}
+	prev, err := ix.SetTag(c.opt.Tag, id)
+	if err != nil {
+		return err
+	}
+	if prev != id {
+		res.Moved = prev
+	}
+	return nil
 }
 
 // removeNew removes the blobs the copy stored that were not among before.
@@ -304,6 +320,7 @@ func (c *copier) copyItem(ctx context.Context, sem chan struct{}, it, parent *co
 	if err := acquire(ctx, sem); err != nil {
 		return err
 	}
+	it.moved = true
 	tf, n, hdr, err := c.fetchTemp(ctx, it)
 	<-sem
 	if err != nil {
@@ -381,6 +398,7 @@ func (c *copier) storeBlob(ctx context.Context, it *copyItem) (cas.BlobInfo, err
 	if info, ok, err := s.Existing(blob, size, it.expect.option()); ok || err != nil {
 		return info, err
 	}
+	it.moved = true
 	if fs, ok := c.src.(fileSource); ok {
 		p, err := fs.file(it.id, it.se)
 		if err != nil {
