@@ -235,6 +235,9 @@ func TestWalkthrough(t *testing.T) {
 			t.Errorf("bare canga does not list %s\n%s", c.name, out)
 		}
 	}
+	if _, err := os.Stat(w.home); err == nil {
+		t.Errorf("bare canga made %s: listing the commands needs no home", w.home)
+	}
 
 	// $ canga create test.qcow2 1G, then qemu-img info as the README shows.
 	w.ok("create", "test.qcow2", "1G")
