@@ -352,13 +352,34 @@ func index16(id string) string { return hexPrefix(id, 16) }
 
 // walkChild makes the derived image of the walk-through and returns its
 // ID, its parent's, and what list shows of the repository so far, the
-// child aside. Where the libguestfs tests run it is built from the
-// README's Cangafile on the test guest; elsewhere that step is replaced by
-// an overlay of test_image changed with qemu-io, added with --parent.
+// child aside. The README's Cangafile, in its context directory, is
+// always rendered (build --dry-run shows the virt-customize commands the
+// README's build prints). Where the libguestfs tests run it is then built
+// on the test guest; elsewhere that one step is replaced by an overlay of
+// test_image changed with qemu-io, added with --parent.
 func walkChild(t *testing.T, w *walker, baseID string) (childID, parentID string, listed map[string]string) {
 	t.Helper()
 	listed = map[string]string{"default:test_image": "  "}
-	if os.Getenv("CANGA_GUESTFS_TEST") != "1" {
+	guest := os.Getenv("CANGA_GUESTFS_TEST") == "1"
+	parentID = baseID
+	if guest {
+		testkit.Need(t, "virt-customize", "virt-sparsify", "debugfs")
+		parentID = strings.TrimSpace(w.ok("add", testkit.DebianGuest(t), "--tag", "ubuntu:16.04", "--os", "Debian 12 (bookworm)"))
+		listed["default:ubuntu:16.04"] = "  "
+	}
+	ctx := w.path("context")
+	mkdir(t, ctx)
+	testkit.Need(t, "dpkg-deb")
+	walkDeb(t, filepath.Join(ctx, "one-context_5.0.0_all.deb"))
+	testkit.WriteFile(t, w.path("Cangafile.latest"), []byte(strings.Replace(walkCangafile, "PARENT", hexPrefix(parentID, 40), 1)), 0o644)
+	out := w.ok("build", "--dry-run", "Cangafile.latest")
+	for _, l := range []string{"copy-in " + ctx + ":/", "run-command dpkg -i /context/one-context*deb", "run-command rm -rf /context", "run-command apt-get clean"} {
+		if !strings.Contains(out, "\n"+l+"\n") {
+			t.Errorf("build --dry-run Cangafile.latest does not show %q, as the README's build does\n%s", l, out)
+		}
+	}
+
+	if !guest {
 		t.Log("the README's build step is skipped: it boots a guest with libguestfs, which runs only with CANGA_GUESTFS_TEST=1; " +
 			"the derived image is an overlay of test_image changed with qemu-io and added with --parent instead")
 		w.ok("overlay", "test_image", "child.qcow2")
@@ -372,14 +393,6 @@ func walkChild(t *testing.T, w *walker, baseID string) (childID, parentID string
 		return childID, baseID, listed
 	}
 
-	testkit.Need(t, "virt-customize", "virt-sparsify", "debugfs", "dpkg-deb")
-	parentID = strings.TrimSpace(w.ok("add", testkit.DebianGuest(t), "--tag", "ubuntu:16.04", "--os", "Debian 12 (bookworm)"))
-	listed["default:ubuntu:16.04"] = "  "
-	ctx := w.path("context")
-	mkdir(t, ctx)
-	walkDeb(t, filepath.Join(ctx, "one-context_5.0.0_all.deb"))
-	testkit.WriteFile(t, w.path("Cangafile.latest"), []byte(strings.Replace(walkCangafile, "PARENT", hexPrefix(parentID, 40), 1)), 0o644)
-
 	// $ canga build Cangafile.latest
 	t0 := time.Now()
 	r := runCangaEnv(t, w.env(), w.work, bldBuildTimeout, false, "build", "Cangafile.latest")
@@ -388,7 +401,7 @@ func walkChild(t *testing.T, w *walker, baseID string) (childID, parentID string
 		t.Fatalf("%v", r)
 	}
 	requireNoPanic(t, r)
-	for _, s := range []string{"Copying: context", "Running: dpkg -i /context/one-context*deb", "Sparsify in-place operation completed"} {
+	for _, s := range []string{"Copying: ", "context to /", "Running: dpkg -i /context/one-context*deb", "Sparsify in-place operation completed"} {
 		if !strings.Contains(r.stderr, s) {
 			t.Errorf("canga build's output does not show %q, as the README's does\n%s", s, r.stderr)
 		}
@@ -396,7 +409,9 @@ func walkChild(t *testing.T, w *walker, baseID string) (childID, parentID string
 	childID = strings.TrimSpace(r.stdout)
 	built := w.showJSON(childID)
 	bldRequireBlobChain(t, w.home, built.Blob, w.showJSON(parentID).Blob)
-	disk := bldExport(t, w.home, childID)
+	// Exported as this user: config.yaml's "~" is this $HOME.
+	disk := testkit.Ext4{Raw: w.path("child.raw")}
+	w.ok("export", childID, disk.Raw, "-O", "raw")
 	if got := testkit.RawDigest(t, disk.Raw).String(); got != childID {
 		t.Errorf("sha256sum of the exported child = %s, want its ID %s", got, childID)
 	}
@@ -410,14 +425,17 @@ func walkChild(t *testing.T, w *walker, baseID string) (childID, parentID string
 func walkDeb(t *testing.T, deb string) {
 	t.Helper()
 	root := t.TempDir()
-	testkit.WriteFile(t, filepath.Join(root, "usr", "share", "one-context", "walkthrough"), []byte("installed by dpkg from the context directory\n"), 0o644)
-	mkdir(t, filepath.Join(root, "DEBIAN"))
-	testkit.WriteFile(t, filepath.Join(root, "DEBIAN", "control"), []byte(`Package: one-context
+	// The package's "./" is the guest's /: not the temporary 0700.
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bldWrite(t, filepath.Join(root, "usr", "share", "one-context", "walkthrough"), "installed by dpkg from the context directory\n")
+	bldWrite(t, filepath.Join(root, "DEBIAN", "control"), `Package: one-context
 Version: 5.0.0
 Architecture: all
 Maintainer: canga tests <tests@example.org>
 Description: stand-in for OpenNebula's context package
-`), 0o644)
+`)
 	testkit.Run(t, "dpkg-deb", "--root-owner-group", "--build", root, deb)
 }
 
