@@ -89,8 +89,15 @@ func (r *Repo) Copy(ctx context.Context, src Source, six *index.Index, id digest
 		if err != nil {
 			return err
 		}
-		if res, err = c.run(ctx); err != nil {
+		// A failed copy into a local repository leaves it as it was: the
+		// blobs it stored before the failure go again (the lock is ours,
+		// so they are nobody else's).
+		before, _, err := r.store.List(ctx)
+		if err != nil {
 			return err
+		}
+		if res, err = c.run(ctx); err != nil {
+			return errors.Join(err, c.removeNew(before))
 		}
 		for _, it := range c.items {
 			if it.have {
@@ -235,6 +242,29 @@ func (c *copier) run(ctx context.Context) (*CopyResult, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// removeNew removes the blobs the copy stored that were not among before.
+func (c *copier) removeNew(before []cas.BlobInfo) error {
+	had := make(map[digest.Digest]bool, len(before))
+	for _, b := range before {
+		had[b.Digest] = true
+	}
+	var errs []error
+	for _, it := range c.items {
+		select {
+		case <-it.done:
+		default:
+			continue // not stored
+		}
+		if it.have || it.entry == nil || it.entry.Blob == "" || had[it.entry.Blob] {
+			continue
+		}
+		if err := c.r.store.Remove(it.entry.Blob); err != nil && !errors.Is(err, cas.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // acquire takes a transfer slot.
@@ -391,6 +421,10 @@ func (c *copier) storeBlob(ctx context.Context, it *copyItem) (cas.BlobInfo, err
 // fill downloads the rest of the blob of it into p. The header is checked
 // as soon as its cluster is there, before the rest is fetched: a blob
 // that names a host file is refused early, whatever size its index gives.
+// A source that fails in the middle is asked again from the byte where
+// it stopped, until it fails maxSourceFailures times without progress
+// (the HTTP transport does the same on its own; a registry's blob stream
+// and a file do not).
 func (c *copier) fill(ctx context.Context, it *copyItem, p *cas.Partial, progress func(int64)) error {
 	size := it.se.BlobSize
 	head := headLen(size)
@@ -402,9 +436,32 @@ func (c *copier) fill(ctx context.Context, it *copyItem, p *cas.Partial, progres
 			return err
 		}
 	}
-	if p.Offset() == size {
-		return nil // all there: a previous attempt lost only its end
+	failures := 0
+	for p.Offset() < size {
+		start := p.Offset()
+		err := c.appendFrom(ctx, it, p, head, progress)
+		if err == nil {
+			return nil // at the end of the source; Commit checks the size
+		}
+		if !errors.Is(err, cas.ErrSource) || ctx.Err() != nil {
+			return err
+		}
+		if p.Offset() > start {
+			failures = 0
+		}
+		if failures++; failures >= maxSourceFailures {
+			return err
+		}
 	}
+	return nil
+}
+
+// maxSourceFailures bounds the attempts of fill without progress.
+const maxSourceFailures = 3
+
+// appendFrom opens the source at p's offset and appends what it gives,
+// checking the header once its cluster is complete.
+func (c *copier) appendFrom(ctx context.Context, it *copyItem, p *cas.Partial, head int64, progress func(int64)) error {
 	rc, err := c.src.Open(ctx, it.id, it.se, p.Offset())
 	if err != nil {
 		return err
@@ -415,13 +472,18 @@ func (c *copier) fill(ctx context.Context, it *copyItem, p *cas.Partial, progres
 			return err
 		}
 		if p.Offset() < head {
-			return fmt.Errorf("the blob ends at byte %d: %w", p.Offset(), &cas.SizeMismatchError{Expected: size, Actual: p.Offset()})
+			return fmt.Errorf("the blob ends at byte %d: %w", p.Offset(), &cas.SizeMismatchError{Expected: it.se.BlobSize, Actual: p.Offset()})
 		}
-		if err := it.expect.check(p, size); err != nil {
+		if err := it.expect.check(p, it.se.BlobSize); err != nil {
 			return err
 		}
 	}
 	_, err = p.Append(ctx, rc, progress)
+	if err == nil && p.Offset() < it.se.BlobSize {
+		// The source ended early: its file is shorter than the index
+		// says. The commit reports it; the bytes stay for a later try.
+		return nil
+	}
 	return err
 }
 

@@ -244,10 +244,12 @@ func TestCopyRefused(t *testing.T) {
 						}
 						after := snapshotDir(t, dst.Dir())
 						for name := range after {
-							// The base may be copied before the bad child
-							// fails; a kept partial of a blob cut short
-							// may stay for a later attempt.
-							if _, ok := before[name]; ok || strings.HasSuffix(name, base.hex()) {
+							// A pull may keep the base it copied before the
+							// bad child failed (it is verified, and the
+							// cached index names it); a local repository
+							// stays as it was. A kept partial of a blob cut
+							// short may stay for a later attempt.
+							if _, ok := before[name]; ok || (dk == "cache" && strings.HasSuffix(name, base.hex())) || name == filepath.Join(".tmp", "partial-"+base.hex()) {
 								continue
 							}
 							if strings.Contains(name, "partial-"+bad.hex()) && !errors.Is(err, cas.ErrDigestMismatch) && !errors.Is(err, ErrRefused) {
@@ -338,8 +340,11 @@ func TestCopyResume(t *testing.T) {
 
 	for _, dk := range destinations {
 		t.Run(dk+"/resumed by the next copy", func(t *testing.T) {
+			// The connection drops half way, then the server is down
+			// (as far as this copy cares): the copy fails.
 			dst := newDest(t, dk, src)
-			srv := faults(src.dir, plan{1: testkit.CutAt(testkit.Half)})
+			down := func(w http.ResponseWriter, _ *http.Request, _ []byte) { w.WriteHeader(http.StatusBadGateway) }
+			srv := faults(src.dir, plan{1: testkit.CutAt(testkit.Half), 2: down})
 			if err := copyWith(t, srv, dst, 1); err == nil {
 				t.Fatal("the cut copy succeeded")
 			}
@@ -349,7 +354,8 @@ func TestCopyResume(t *testing.T) {
 			if err := copyWith(t, srv, dst, 1); err != nil {
 				t.Fatal(err)
 			}
-			want := []string{blobPath + " ", fmt.Sprintf("%s bytes=%d-", blobPath, base.size/2)}
+			resume := fmt.Sprintf("%s bytes=%d-", blobPath, base.size/2)
+			want := []string{blobPath + " ", resume, resume}
 			if fmt.Sprint(srv.Requests()) != fmt.Sprint(want) {
 				t.Fatalf("requests %v, want %v", srv.Requests(), want)
 			}
@@ -381,7 +387,7 @@ func TestCopyResume(t *testing.T) {
 
 	t.Run("complete partial", func(t *testing.T) {
 		// All bytes arrived but the connection broke before the end was
-		// seen: the next copy commits without a request.
+		// seen: the bytes are all there, so no other request is made.
 		unended := func(w http.ResponseWriter, r *http.Request, data []byte) {
 			w.WriteHeader(http.StatusOK) // chunked, without the last chunk
 			w.Write(data)
@@ -390,9 +396,6 @@ func TestCopyResume(t *testing.T) {
 		}
 		dst := localRepo(t)
 		srv := faults(src.dir, plan{1: unended})
-		if err := copyWith(t, srv, dst, 1); err == nil {
-			t.Fatal("the first copy succeeded")
-		}
 		if err := copyWith(t, srv, dst, 1); err != nil {
 			t.Fatal(err)
 		}

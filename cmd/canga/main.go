@@ -43,6 +43,7 @@ func (e *exitError) Unwrap() error { return e.err }
 // env is what every command gets: where to write, and global flags.
 type env struct {
 	ctx    context.Context
+	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
 	quiet  bool
@@ -105,24 +106,28 @@ type cli struct {
 	Gc      gcCmd      `cmd:"" name:"gc" help:"Remove unused blobs and leftovers of interrupted work." group:"Repository"`
 
 	Fetch  fetchCmd  `cmd:"" help:"Download a remote repository's index (and signature)." group:"Remote repositories"`
-	Pull   pullCmd   `cmd:"" help:"Download a remote image and its ancestors, verified while streaming." group:"Remote repositories"`
+	Pull   pullCmd   `cmd:"" help:"Download a remote image and its ancestors, or an image of an OCI registry, verified while streaming." group:"Remote repositories"`
 	Import importCmd `cmd:"" help:"Copy an image and its ancestors into a local repository." group:"Remote repositories"`
 	Serve  serveCmd  `cmd:"" help:"Serve a repository read-only over HTTP." group:"Remote repositories"`
 	Sign   signCmd   `cmd:"" help:"Sign a repository's index with an SSH key." group:"Remote repositories"`
 	Verify verifyCmd `cmd:"" help:"Verify a repository's index signature." group:"Remote repositories"`
+
+	Push   pushCmd   `cmd:"" help:"Push an image to an OCI registry (oci://HOST/NAME:TAG)." group:"OCI registries"`
+	Login  loginCmd  `cmd:"" help:"Save credentials for a registry in Docker's config.json." group:"OCI registries"`
+	Logout logoutCmd `cmd:"" help:"Remove the credentials of a registry from Docker's config.json." group:"OCI registries"`
 
 	Build buildCmd `cmd:"" help:"Build a derived image from a Cangafile, with libguestfs." group:"Building"`
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
 // run executes one command line and returns the exit status.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	defer func() {
 		// A panic is a bug in canga; say so plainly instead of a trace.
 		if r := recover(); r != nil {
@@ -155,7 +160,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		fmt.Fprintf(stderr, "canga: %v\n", err)
 		return 1
 	}
-	e := &env{ctx: ctx, stdout: stdout, stderr: stderr, quiet: c.Quiet, home: c.Home}
+	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, quiet: c.Quiet, home: c.Home}
 	defer e.warnStaleSignatures()
 	if err := kctx.Run(e); err != nil {
 		var ee *exitError

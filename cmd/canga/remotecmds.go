@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 
 	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/remote"
@@ -64,12 +63,19 @@ func (e *env) fetch(r *repo.Repo) error {
 }
 
 type pullCmd struct {
-	Name string `arg:"" name:"NAME" help:"Image of a remote repository (REPO:NAME, tag, ID or prefix)."`
+	Name           string `arg:"" name:"NAME" help:"Image of a remote repository (REPO:NAME, tag, ID or prefix), or oci://HOST/NAME[:TAG|@DIGEST]."`
+	Repo           string `name:"repo" placeholder:"REPO" help:"oci:// only: local repository to pull into (default: the default one)."`
+	Tag            string `short:"t" help:"oci:// only: tag the image (default: NAME's last element and TAG, as Docker names it)."`
+	AllowedSigners string `name:"allowed-signers" placeholder:"FILE" help:"oci:// only: require a signature by a key of this allowed_signers file."`
+	registryFlags
 }
 
 func (c *pullCmd) Run(e *env) error {
-	if strings.HasPrefix(c.Name, "oci://") {
-		return errors.New("pull oci://: OCI registries are not supported by this version")
+	if isOCI(c.Name) {
+		return c.pullRegistry(e)
+	}
+	if c.Repo != "" || c.Tag != "" || c.AllowedSigners != "" || c.PlainHTTP || c.CAFile != "" {
+		return errors.New("--repo, --tag, --allowed-signers, --plain-http and --ca-file are for oci:// references")
 	}
 	r, ix, id, err := e.resolve(c.Name)
 	if err != nil {

@@ -141,8 +141,9 @@ func (e *env) addResult(r *repo.Repo, res *repo.AddResult) {
 }
 
 type listCmd struct {
-	Repo string `arg:"" optional:"" name:"REPO" help:"Only this repository."`
+	Repo string `arg:"" optional:"" name:"REPO" help:"Only this repository; oci://HOST/NAME lists a registry repository's images."`
 	JSON bool   `name:"json" help:"Print one JSON document."`
+	registryFlags
 }
 
 type listItem struct {
@@ -177,6 +178,9 @@ func newListItem(r *repo.Repo, ix *index.Index, id digest.Digest) listItem {
 }
 
 func (c *listCmd) Run(e *env) error {
+	if isOCI(c.Repo) {
+		return c.listRegistry(e)
+	}
 	h, err := e.openHome()
 	if err != nil {
 		return err
