@@ -376,7 +376,7 @@ type ociTraffic struct {
 	uploads   map[string]int // blob digest -> finished uploads (PUT or POST with ?digest=)
 	mounts    map[string]string
 	blobBytes int64 // request body bytes sent to blobs/uploads/
-	manifests int   // PUT of a manifest
+	manifests []string // paths of the manifest PUTs
 }
 
 func ociSummarize(reqs []ociReq) ociTraffic {
@@ -392,14 +392,14 @@ func ociSummarize(reqs []ociReq) ociTraffic {
 				tr.mounts[m] = r.Query.Get("from")
 			}
 		case strings.Contains(r.Path, "/manifests/") && r.Method == http.MethodPut:
-			tr.manifests++
+			tr.manifests = append(tr.manifests, r.Path)
 		}
 	}
 	return tr
 }
 
 func (tr ociTraffic) String() string {
-	return fmt.Sprintf("uploads %v, mounts %v, %d bytes to blob uploads, %d manifest PUTs", tr.uploads, tr.mounts, tr.blobBytes, tr.manifests)
+	return fmt.Sprintf("uploads %v, mounts %v, %d bytes to blob uploads, manifest PUTs %v", tr.uploads, tr.mounts, tr.blobBytes, tr.manifests)
 }
 
 // ociFlipReader inverts one bit of the byte at offset at of a body.
@@ -591,11 +591,12 @@ type ociListItem struct {
 	Tag    string `json:"tag"`
 	ID     string `json:"id"`
 	Digest string `json:"digest"`
+	Kind   string `json:"kind"` // optional: "image", "containerdisk"
 }
 
 func ociListJSON(t testing.TB, home string, args ...string) []ociListItem {
 	t.Helper()
-	out := ok(t, home, append([]string{"list"}, args...)...)
+	out := ok(t, home, args...)
 	var raw []map[string]any
 	dec := json.NewDecoder(strings.NewReader(out))
 	if err := dec.Decode(&raw); err != nil {
@@ -614,6 +615,7 @@ func ociListJSON(t testing.TB, home string, args ...string) []ociListItem {
 			}
 			*dst = s
 		}
+		it.Kind, _ = m["kind"].(string)
 		items = append(items, it)
 	}
 	return items
@@ -787,10 +789,9 @@ func TestOCIRoundTrip(t *testing.T) {
 
 			// No TAG is latest; --tag names the image; a pull by digest
 			// tags nothing; --repo stores elsewhere.
-			if id := ociPull(t, home, with(ref)...); id != pub.BaseID {
-				t.Errorf("pull of latest printed %s, want the base's ID", id)
-			}
-			if tags, _ := ociTags(t, home, "default", pub.BaseID); !remSameSet(tags, []string{"demo:latest"}) {
+			if r := canga(t, home, append([]string{"pull"}, with(ref)...)...); r.code != 0 || r.stdout != pub.BaseID+"\n" {
+				t.Errorf("pull without a tag: want latest, the base %s\n%v", pub.BaseID, r)
+			} else if tags, _ := ociTags(t, home, "default", pub.BaseID); !remSameSet(tags, []string{"demo:latest"}) {
 				t.Errorf("after the pull of latest, base has tags %v, want demo:latest", tags)
 			}
 			if id := ociPull(t, home, with(ref+":child", "--tag", "mine")...); id != pub.ChildID {
@@ -1098,8 +1099,10 @@ func TestOCIPushSendsOnlyWhatIsMissing(t *testing.T) {
 	if max := childSize + m.Config.Size; tr.blobBytes < childSize || tr.blobBytes > max {
 		t.Errorf("push of child over its parent sent %d bytes to blob uploads, want %d to %d", tr.blobBytes, childSize, max)
 	}
-	if tr.manifests != 1 {
-		t.Errorf("push of child: %d manifest PUTs, want 1", tr.manifests)
+	// One manifest upload, by tag: a PUT by digest and then another by
+	// tag sends the manifest twice.
+	if len(tr.manifests) != 1 || tr.manifests[0] != "/v2/count/demo/manifests/child" {
+		t.Errorf("push of child: manifest PUTs %v, want one, of /v2/count/demo/manifests/child", tr.manifests)
 	}
 
 	ociPush(t, home, "child", ref+":child")
@@ -1371,11 +1374,31 @@ func TestOCIContainerDisk(t *testing.T) {
 		})
 	}
 
-	// A containerDisk is no canga artifact: list skips it, pull refuses it.
+	// A containerDisk is no canga artifact: list shows it only as such
+	// (kind containerdisk), a foreign image not at all; pull refuses it.
 	ociPush(t, home, "base", ociRef(reg.Host, "kubevirt/demo:artifact"))
-	items := ociListJSON(t, home, "list", ociRef(reg.Host, "kubevirt/demo"), "--json")
-	if len(items) != 1 || items[0].Tag != "artifact" || items[0].ID != pub.BaseID {
-		t.Errorf("list --json of a repository with containerDisks and one artifact: %+v", items)
+	ociPushForeign(t, c, "kubevirt/demo", "foreign")
+	seen := map[string]bool{}
+	for _, it := range ociListJSON(t, home, "list", ociRef(reg.Host, "kubevirt/demo"), "--json") {
+		seen[it.Tag] = true
+		switch it.Tag {
+		case "artifact":
+			if it.ID != pub.BaseID || it.Kind == "containerdisk" {
+				t.Errorf("list --json: %+v, want the base's image ID %s", it, pub.BaseID)
+			}
+		case "amd64", "arm64":
+			if it.ID != pub.ChildID || it.Kind != "containerdisk" {
+				t.Errorf("list --json shows a containerDisk as %+v, want it marked kind containerdisk, with the image ID %s", it, pub.ChildID)
+			}
+		default:
+			t.Errorf("list --json shows %+v, which canga did not push", it)
+		}
+	}
+	if !seen["artifact"] {
+		t.Errorf("list --json does not show the artifact")
+	}
+	if out := ok(t, home, "list", ociRef(reg.Host, "kubevirt/demo")); strings.Contains(out, "foreign") {
+		t.Errorf("list shows the foreign image:\n%s", out)
 	}
 	cons := ociConsumer(t)
 	addID(t, cons, otherRaw(t), "--tag", "unrelated")
@@ -1668,4 +1691,27 @@ func ociAt(t testing.TB, obj map[string]any, key string, i int) map[string]any {
 		t.Fatalf("%s has %d elements, not %d", key, len(l), i+1)
 	}
 	return ociObj(t, l[i])
+}
+
+// ociPushForeign pushes by hand NAME:TAG, an ordinary OCI image that
+// canga did not make: one tar layer holding one small file.
+func ociPushForeign(t testing.TB, c *ociClient, name, tag string) {
+	t.Helper()
+	dir := t.TempDir()
+	testkit.WriteFile(t, filepath.Join(dir, "hello.txt"), []byte("hello\n"), 0o644)
+	tarFile := filepath.Join(dir, "layer.tar")
+	testkit.Run(t, "tar", "-cf", tarFile, "-C", dir, "hello.txt")
+	layer := testkit.ReadFile(t, tarFile)
+	ld := c.putBlob(t, name, layer)
+	cfg := ociEncode(t, map[string]any{
+		"architecture": "amd64", "os": "linux",
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{ld}},
+	})
+	m := ociEncode(t, ociManifest{
+		SchemaVersion: 2,
+		MediaType:     ociManifestType,
+		Config:        &ociDesc{MediaType: ociImageConfigType, Digest: c.putBlob(t, name, cfg), Size: int64(len(cfg))},
+		Layers:        []ociDesc{{MediaType: ociTarLayerType, Digest: ld, Size: int64(len(layer))}},
+	})
+	c.putManifest(t, name, tag, ociManifestType, m)
 }
