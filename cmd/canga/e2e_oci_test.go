@@ -375,7 +375,7 @@ func (p *ociProxy) take() []ociReq {
 type ociTraffic struct {
 	uploads   map[string]int // blob digest -> finished uploads (PUT or POST with ?digest=)
 	mounts    map[string]string
-	blobBytes int64 // request body bytes sent to blobs/uploads/
+	blobBytes int64    // request body bytes sent to blobs/uploads/
 	manifests []string // paths of the manifest PUTs
 }
 
@@ -1714,4 +1714,71 @@ func ociPushForeign(t testing.TB, c *ociClient, name, tag string) {
 		Layers:        []ociDesc{{MediaType: ociTarLayerType, Digest: ld, Size: int64(len(layer))}},
 	})
 	c.putManifest(t, name, tag, ociManifestType, m)
+}
+
+// TestOCIPullResumes: a blob download that breaks in the middle goes on
+// from where it stopped with a Range request (in the same pull or the
+// next), and the image arrives whole.
+func TestOCIPullResumes(t *testing.T) {
+	t.Parallel()
+	reg := testregistry.Start(t, testregistry.Options{})
+	home, _, pub := ociPublisher(t)
+	ociPush(t, home, "child", ociRef(reg.Host, "resume/demo:child"))
+	c := newOCIClient(t, reg)
+	data := c.blob(t, "resume/demo", pub.BaseBlob)
+	half := len(data) / 2
+
+	var mu sync.Mutex
+	var ranges []string
+	cut := false
+	hook := func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+pub.BaseBlob) {
+			return false
+		}
+		mu.Lock()
+		ranges = append(ranges, r.Header.Get("Range"))
+		first := !cut
+		cut = true
+		mu.Unlock()
+		if !first {
+			return false
+		}
+		// The whole length announced, half of it sent, then the
+		// connection dropped.
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Docker-Content-Digest", pub.BaseBlob)
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(data[:half])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	p := ociStartProxy(t, reg, hook, nil)
+
+	cons := ociConsumer(t)
+	ref := ociRef(p.Host, "resume/demo:child")
+	r := canga(t, cons, "pull", ref)
+	requireNoPanic(t, r)
+	if r.code != 0 {
+		t.Logf("the first pull failed: %s", r.stderr)
+		r = canga(t, cons, "pull", ref)
+	}
+	if r.code != 0 || strings.TrimSpace(r.stdout) != pub.ChildID {
+		t.Fatalf("pull after a broken download: want the child's ID %s\n%v", pub.ChildID, r)
+	}
+	mu.Lock()
+	seen := append([]string(nil), ranges...)
+	mu.Unlock()
+	resumed := false
+	for _, rg := range seen[1:] {
+		var from int
+		if _, err := fmt.Sscanf(rg, "bytes=%d-", &from); err == nil && from > 0 && from <= half {
+			resumed = true
+		}
+	}
+	if len(seen) < 2 || !resumed {
+		t.Errorf("the base blob's GETs had Range headers %q; want the download resumed from at most %d", seen, half)
+	}
+	remRequireGoodBlobs(t, repoDir(cons))
+	ok(t, cons, "fsck")
 }
