@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // specConfig is SPEC §3's config.yaml, byte for byte.
@@ -177,7 +179,7 @@ default_repo: mid
 		t.Errorf("Repo(alpha) = %+v, %v", r, err)
 	}
 	_, err = c.Repo("nope")
-	wantErr(t, err, []error{ErrNotFound}, `config: no repository "nope"`)
+	testkit.WantErr(t, err, []error{ErrNotFound}, `config: no repository "nope"`)
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -223,7 +225,7 @@ func TestConfigErrors(t *testing.T) {
 				t.Error("config returned with the error")
 			}
 			file := filepath.Join(home, FileName)
-			wantErr(t, err, []error{ErrConfig}, append(tc.subs, "config: "+file+": ")...)
+			testkit.WantErr(t, err, []error{ErrConfig}, append(tc.subs, "config: "+file+": ")...)
 			// A bad config is reported, never replaced.
 			if got, _ := os.ReadFile(file); string(got) != tc.text {
 				t.Error("config file changed")
@@ -240,7 +242,7 @@ func TestConfigUnreadable(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := Load(home)
-	wantErr(t, err, nil, "config: "+file+": ", "is a directory")
+	testkit.WantErr(t, err, nil, "config: "+file+": ", "is a directory")
 	if st, err := os.Stat(file); err != nil || !st.IsDir() {
 		t.Error("directory replaced")
 	}
@@ -253,7 +255,7 @@ func TestConfigUnreadable(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := Load(home)
-		wantErr(t, err, []error{fs.ErrPermission}, "config: "+file+": ", "permission denied")
+		testkit.WantErr(t, err, []error{fs.ErrPermission}, "config: "+file+": ", "permission denied")
 		os.Chmod(file, 0o644)
 		if got, _ := os.ReadFile(file); string(got) != "repos: {default: {}}\n" {
 			t.Error("unreadable config replaced")
@@ -267,7 +269,7 @@ func TestConfigUnreadable(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = Load(home)
-	wantErr(t, err, []error{fs.ErrNotExist}, "config: ")
+	testkit.WantErr(t, err, []error{fs.ErrNotExist}, "config: ")
 	if _, err := os.Stat(target); !errors.Is(err, fs.ErrNotExist) {
 		t.Error("config created through a dangling symlink")
 	}
@@ -278,7 +280,7 @@ func TestConfigUnreadable(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = Load(notDir)
-	wantErr(t, err, nil, "config: "+filepath.Join(notDir, FileName)+": ", "not a directory")
+	testkit.WantErr(t, err, nil, "config: "+filepath.Join(notDir, FileName)+": ", "not a directory")
 }
 
 func TestConfigConcurrentFirstUse(t *testing.T) {
@@ -336,34 +338,15 @@ func TestAddRepo(t *testing.T) {
 	}
 
 	before := string(text)
-	wantErr(t, c.AddRepo("remote", Spec{}), []error{ErrExists})
-	wantErr(t, c.AddRepo("a:b", Spec{}), []error{ErrConfig}, "repository name")
-	wantErr(t, c.AddRepo("ftp", Spec{URL: "ftp://x/"}), []error{ErrConfig}, "http://")
-	wantErr(t, c.AddRepo("same", Spec{Path: "/srv/l2"}), []error{ErrConfig}, "share the path")
+	testkit.WantErr(t, c.AddRepo("remote", Spec{}), []error{ErrExists})
+	testkit.WantErr(t, c.AddRepo("a:b", Spec{}), []error{ErrConfig}, "repository name")
+	testkit.WantErr(t, c.AddRepo("ftp", Spec{URL: "ftp://x/"}), []error{ErrConfig}, "http://")
+	testkit.WantErr(t, c.AddRepo("same", Spec{Path: "/srv/l2"}), []error{ErrConfig}, "share the path")
 	if after, _ := os.ReadFile(c.File); string(after) != before {
 		t.Errorf("refused AddRepo changed the file:\n%s", after)
 	}
 	entries, _ := os.ReadDir(home)
 	if len(entries) != 1 {
 		t.Errorf("home holds %v", entries)
-	}
-}
-
-// wantErr checks that err matches every sentinel and mentions every
-// substring.
-func wantErr(t testing.TB, err error, sentinels []error, subs ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("no error, want one mentioning %q", subs)
-	}
-	for _, s := range sentinels {
-		if !errors.Is(err, s) {
-			t.Errorf("error %q does not match %v", err, s)
-		}
-	}
-	for _, s := range subs {
-		if !strings.Contains(err.Error(), s) {
-			t.Errorf("error %q does not mention %q", err, s)
-		}
 	}
 }

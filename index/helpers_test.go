@@ -1,7 +1,6 @@
 package index
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -113,25 +112,6 @@ func sameFields(t testing.TB, where string, a, b []Field) {
 	for i := range a {
 		if a[i].Key != b[i].Key || yamlText(t, a[i].Value) != yamlText(t, b[i].Value) {
 			t.Fatalf("%s: extra %q differs from %q", where, a[i].Key, b[i].Key)
-		}
-	}
-}
-
-// wantErr checks that err matches every sentinel and mentions every
-// substring.
-func wantErr(t testing.TB, err error, sentinels []error, subs ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("no error, want one mentioning %q", subs)
-	}
-	for _, s := range sentinels {
-		if !errors.Is(err, s) {
-			t.Errorf("error %q does not match %v", err, s)
-		}
-	}
-	for _, s := range subs {
-		if !strings.Contains(err.Error(), s) {
-			t.Errorf("error %q does not mention %q", err, s)
 		}
 	}
 }

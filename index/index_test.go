@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cangallo/canga/internal/testkit"
 	"github.com/opencontainers/go-digest"
 	"gopkg.in/yaml.v3"
 )
@@ -71,22 +72,22 @@ func TestGraph(t *testing.T) {
 		t.Errorf("Chain(g) = %v, %v", chain, err)
 	}
 	_, err = x.Chain(id("dead", '0'))
-	wantErr(t, err, []error{ErrNotFound}, "no image")
+	testkit.WantErr(t, err, []error{ErrNotFound}, "no image")
 
 	// Chain must stop on a loop or hole made behind the index's back.
 	x.Images[ids["a"]].Parent = ids["f"]
 	_, err = x.Chain(ids["f"])
-	wantErr(t, err, []error{ErrInvalid}, "parent loop")
-	wantErr(t, x.Validate(), []error{ErrInvalid}, "parent loop")
+	testkit.WantErr(t, err, []error{ErrInvalid}, "parent loop")
+	testkit.WantErr(t, x.Validate(), []error{ErrInvalid}, "parent loop")
 	_, err = x.Marshal()
-	wantErr(t, err, []error{ErrInvalid}, "parent loop")
+	testkit.WantErr(t, err, []error{ErrInvalid}, "parent loop")
 	if d := x.Descendants(ids["a"]); len(d) != 5 {
 		t.Errorf("Descendants in a loop = %v", d)
 	}
 	x.Images[ids["a"]].Parent = id("dead", '0')
 	_, err = x.Chain(ids["f"])
-	wantErr(t, err, []error{ErrInvalid}, "dangling parent")
-	wantErr(t, x.Validate(), []error{ErrInvalid}, "dangling parent")
+	testkit.WantErr(t, err, []error{ErrInvalid}, "dangling parent")
+	testkit.WantErr(t, x.Validate(), []error{ErrInvalid}, "dangling parent")
 }
 
 func TestPut(t *testing.T) {
@@ -138,7 +139,7 @@ func TestPut(t *testing.T) {
 	before := mustMarshal(t, x)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			wantErr(t, x.Put(tc.id, tc.entry()), []error{tc.is}, tc.sub)
+			testkit.WantErr(t, x.Put(tc.id, tc.entry()), []error{tc.is}, tc.sub)
 			if string(mustMarshal(t, x)) != string(before) {
 				t.Fatal("a refused Put changed the index")
 			}
@@ -176,7 +177,7 @@ func TestRemove(t *testing.T) {
 		}
 	}
 	_, err := x.Remove(ids["b"], false)
-	wantErr(t, err, []error{ErrHasChildren}, ShortID(ids["d"]), ShortID(ids["e"]))
+	testkit.WantErr(t, err, []error{ErrHasChildren}, ShortID(ids["d"]), ShortID(ids["e"]))
 	var hc *HasChildrenError
 	if !errors.As(err, &hc) || len(hc.Children) != 2 {
 		t.Errorf("error %#v", err)
@@ -185,7 +186,7 @@ func TestRemove(t *testing.T) {
 		t.Fatal("refused Remove removed something")
 	}
 	_, err = x.Remove(id("dead", '0'), true)
-	wantErr(t, err, []error{ErrNotFound})
+	testkit.WantErr(t, err, []error{ErrNotFound})
 
 	gone, err := x.Remove(ids["f"], false)
 	if err != nil || names(ids, gone) != "f" {
@@ -230,15 +231,15 @@ func TestTags(t *testing.T) {
 		t.Errorf("TagsOf(a) = %v", got)
 	}
 	_, err = x.SetTag("Bad Tag", ids["a"])
-	wantErr(t, err, []error{ErrInvalidTag})
+	testkit.WantErr(t, err, []error{ErrInvalidTag})
 	_, err = x.SetTag("fine", id("dead", '0'))
-	wantErr(t, err, []error{ErrNotFound})
+	testkit.WantErr(t, err, []error{ErrNotFound})
 	was, err := x.DeleteTag("z")
 	if err != nil || was != ids["b"] {
 		t.Errorf("DeleteTag = %v, %v", was, err)
 	}
 	_, err = x.DeleteTag("z")
-	wantErr(t, err, []error{ErrNotFound}, `no tag "z"`)
+	testkit.WantErr(t, err, []error{ErrNotFound}, `no tag "z"`)
 }
 
 func TestValidateTag(t *testing.T) {
@@ -269,7 +270,7 @@ func TestValidateTag(t *testing.T) {
 		"sha256:x":                "sha256:",
 	}
 	for tag, sub := range bad {
-		wantErr(t, ValidateTag(tag), []error{ErrInvalidTag}, sub)
+		testkit.WantErr(t, ValidateTag(tag), []error{ErrInvalidTag}, sub)
 	}
 }
 
@@ -289,7 +290,7 @@ func TestIDs(t *testing.T) {
 		"sha256:" + strings.ToUpper(hexOf(idBase)): "lowercase hex",
 	} {
 		_, err := ParseID(s)
-		wantErr(t, err, []error{ErrInvalidID}, sub)
+		testkit.WantErr(t, err, []error{ErrInvalidID}, sub)
 	}
 	if got := ShortID(idBase); got != "94a992fe0bff6bb6" {
 		t.Errorf("ShortID = %s", got)

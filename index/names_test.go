@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cangallo/canga/internal/testkit"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -64,7 +65,7 @@ func TestLookup(t *testing.T) {
 			}
 			continue
 		}
-		wantErr(t, err, []error{tc.err}, tc.subs...)
+		testkit.WantErr(t, err, []error{tc.err}, tc.subs...)
 	}
 	_, err := x.Lookup("abcd")
 	var amb *AmbiguousError
@@ -143,7 +144,7 @@ func TestResolve(t *testing.T) {
 				}
 				return
 			}
-			wantErr(t, err, []error{tc.err}, tc.subs...)
+			testkit.WantErr(t, err, []error{tc.err}, tc.subs...)
 			if tc.order != nil && !reflect.DeepEqual(asked, tc.order) {
 				t.Errorf("asked %v, want %v", asked, tc.order)
 			}
@@ -163,13 +164,13 @@ func TestResolveBrokenRepo(t *testing.T) {
 	// A repository that fails to load stops the resolution with its error
 	// rather than letting a later repository answer for it.
 	_, _, err := Resolve("x", []string{"default", "broken", "other"}, get)
-	wantErr(t, err, nil, "disk on fire")
+	testkit.WantErr(t, err, nil, "disk on fire")
 	if !reflect.DeepEqual(asked, []string{"default", "broken"}) {
 		t.Errorf("asked %v", asked)
 	}
 	asked = nil
 	_, _, err = Resolve("broken:x", []string{"default", "broken"}, get)
-	wantErr(t, err, nil, "disk on fire")
+	testkit.WantErr(t, err, nil, "disk on fire")
 }
 
 // TestResolveRepoNameTag: a tag whose text starts with a configured

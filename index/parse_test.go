@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cangallo/canga/internal/testkit"
 	"github.com/opencontainers/go-digest"
 	"gopkg.in/yaml.v3"
 )
@@ -147,7 +148,7 @@ func TestParseCangallo(t *testing.T) {
 			}
 			// A Cangallo index is read-only: its entries have no blob digest.
 			_, err = x.Marshal()
-			wantErr(t, err, []error{ErrInvalid}, "no blob digest")
+			testkit.WantErr(t, err, []error{ErrInvalid}, "no blob digest")
 		})
 	}
 }
@@ -322,7 +323,7 @@ func TestParseErrors(t *testing.T) {
 			if x != nil {
 				t.Errorf("got an index with the error")
 			}
-			wantErr(t, err, append([]error{ErrInvalid}, tc.is...), tc.subs...)
+			testkit.WantErr(t, err, append([]error{ErrInvalid}, tc.is...), tc.subs...)
 			var pe *ParseError
 			if !errors.As(err, &pe) {
 				t.Errorf("error %T is not a *ParseError", err)

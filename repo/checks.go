@@ -1,13 +1,13 @@
 package repo
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"syscall"
 
 	"github.com/cangallo/canga/cas"
-	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/qcow2"
 	"github.com/opencontainers/go-digest"
 )
@@ -89,31 +89,23 @@ func (x expect) header(ra io.ReaderAt, size int64) (*qcow2.Header, error) {
 // is ever published.
 func (x expect) option() cas.Option { return cas.WithCheck(x.check) }
 
-// verifyImageID computes the image ID of the qcow2 file f, of size bytes,
-// on top of image parent of r (empty for a base), whatever backing name
-// f's header holds, and compares it with want.
-func (r *Repo) verifyImageID(ctx context.Context, ix *index.Index, parent digest.Digest, f io.ReaderAt, size int64, want digest.Digest) error {
-	var opts []qcow2.Option
-	if parent != "" {
-		pd, err := r.OpenImage(ix, parent)
-		if err != nil {
-			return fmt.Errorf("open the parent chain: %w", err)
-		}
-		defer pd.Close()
-		opts = append(opts, qcow2.WithBacking(pd))
-	}
-	img, err := qcow2.Open(f, size, opts...)
+// openFile opens a file of a repository for reading: a regular file,
+// never through a symbolic link (O_NOFOLLOW), and never blocking on a
+// FIFO planted under its name. It returns the file and its size.
+func openFile(p string) (*os.File, int64, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrRefused, err)
+		return nil, 0, err
 	}
-	got, err := qcow2.Digest(ctx, img, qcow2.ScanOptions{})
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file", p)
+	}
 	if err != nil {
-		return fmt.Errorf("compute the image ID: %w", err)
+		f.Close()
+		return nil, 0, err
 	}
-	if got != want {
-		return &ImageIDMismatchError{Expected: want, Actual: got}
-	}
-	return nil
+	return f, fi.Size(), nil
 }
 
 // quote shows a string from a file or a server in an error message, cut

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cangallo/canga/cas"
@@ -96,25 +95,11 @@ func (r *Repo) Copy(ctx context.Context, src Source, six *index.Index, id digest
 		if err != nil {
 			return err
 		}
-		if res, err = c.run(ctx); err != nil {
+		if res, err = c.run(ctx); err == nil {
+			err = c.record(ix, id, res)
+		}
+		if err != nil {
 			return errors.Join(err, c.removeNew(before))
-		}
-		for _, it := range c.items {
-			if it.have {
-				continue
-			}
-			if err := ix.Put(it.id, it.entry); err != nil {
-				return err
-			}
-		}
-		if opt.Tag != "" {
-			prev, err := ix.SetTag(opt.Tag, id)
-			if err != nil {
-				return err
-			}
-			if prev != id {
-				res.Moved = prev
-			}
 		}
 		return nil
 	})
@@ -145,6 +130,8 @@ type copyItem struct {
 	// direct: the blob is stored as the source has it (same digest);
 	// otherwise it is rewritten to name the destination's parent blob.
 	direct bool
+	// moved: bytes were transferred for it (it was not there already).
+	moved bool
 	// entry is the destination's entry once the blob is stored, and path
 	// the blob's file.
 	entry *index.Entry
@@ -218,7 +205,6 @@ func (c *copier) run(ctx context.Context) (*CopyResult, error) {
 		if it.have {
 			continue
 		}
-		res.Copied = append(res.Copied, it.id)
 		g.Go(func() error {
 			var parent *copyItem
 			if i > 0 {
@@ -241,7 +227,36 @@ func (c *copier) run(ctx context.Context) (*CopyResult, error) {
 		}
 		return nil, err
 	}
+	for _, it := range c.items {
+		if it.moved {
+			res.Copied = append(res.Copied, it.id)
+		}
+	}
 	return res, nil
+}
+
+// record puts the copied images into the destination's index, and the
+// tag.
+func (c *copier) record(ix *index.Index, id digest.Digest, res *CopyResult) error {
+	for _, it := range c.items {
+		if it.have {
+			continue
+		}
+		if err := ix.Put(it.id, it.entry); err != nil {
+			return err
+		}
+	}
+	if c.opt.Tag == "" {
+		return nil
+	}
+	prev, err := ix.SetTag(c.opt.Tag, id)
+	if err != nil {
+		return err
+	}
+	if prev != id {
+		res.Moved = prev
+	}
+	return nil
 }
 
 // removeNew removes the blobs the copy stored that were not among before.
@@ -305,6 +320,7 @@ func (c *copier) copyItem(ctx context.Context, sem chan struct{}, it, parent *co
 	if err := acquire(ctx, sem); err != nil {
 		return err
 	}
+	it.moved = true
 	tf, n, hdr, err := c.fetchTemp(ctx, it)
 	<-sem
 	if err != nil {
@@ -382,6 +398,7 @@ func (c *copier) storeBlob(ctx context.Context, it *copyItem) (cas.BlobInfo, err
 	if info, ok, err := s.Existing(blob, size, it.expect.option()); ok || err != nil {
 		return info, err
 	}
+	it.moved = true
 	if fs, ok := c.src.(fileSource); ok {
 		p, err := fs.file(it.id, it.se)
 		if err != nil {
@@ -598,19 +615,12 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 
 // checkFile checks the header of a file already in the destination.
 func checkFile(p string, x expect) error {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, size, err := openFile(p)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", p)
-	}
-	if err := x.check(f, fi.Size()); err != nil {
+	if err := x.check(f, size); err != nil {
 		return fmt.Errorf("stored image %s: %w", p, err)
 	}
 	return nil
@@ -632,22 +642,15 @@ func openFiles(paths []string) (qcow2.Disk, error) {
 		return nil, err
 	}
 	for _, p := range paths {
-		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+		f, size, err := openFile(p)
 		if err != nil {
 			return fail(err)
 		}
-		fi, err := f.Stat()
-		if err == nil && !fi.Mode().IsRegular() {
-			err = fmt.Errorf("%s is not a regular file", p)
+		var opts []qcow2.Option
+		if below != nil {
+			opts = append(opts, qcow2.WithBacking(below))
 		}
-		var img *qcow2.Image
-		if err == nil {
-			var opts []qcow2.Option
-			if below != nil {
-				opts = append(opts, qcow2.WithBacking(below))
-			}
-			img, err = qcow2.Open(f, fi.Size(), opts...)
-		}
+		img, err := qcow2.Open(f, size, opts...)
 		if err != nil {
 			f.Close()
 			return fail(fmt.Errorf("%s: %w", p, err))

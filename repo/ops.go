@@ -263,16 +263,12 @@ func (r *Repo) Fsck(ctx context.Context, progress func(what string, done, total 
 // checkBlob checks a blob's header against the index (format, backing
 // name and format) and its qcow2 metadata.
 func checkBlob(ix *index.Index, r *Repo, id digest.Digest, path string) error {
-	f, err := os.Open(path)
+	f, size, err := openFile(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	h, err := qcow2.ReadHeader(f, fi.Size())
+	h, err := qcow2.ReadHeader(f, size)
 	if err != nil {
 		return fmt.Errorf("blob: %w", err)
 	}
@@ -295,7 +291,7 @@ func checkBlob(ix *index.Index, r *Repo, id digest.Digest, path string) error {
 	if want != "" && h.BackingFormat != qcow2.FormatQcow2 {
 		return fmt.Errorf("blob's backing format is %q, want qcow2", h.BackingFormat)
 	}
-	res, err := qcow2.Check(f, fi.Size())
+	res, err := qcow2.Check(f, size)
 	if err != nil {
 		return fmt.Errorf("blob metadata: %w", err)
 	}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"syscall"
 
 	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/index/signing"
@@ -59,20 +57,11 @@ func (s dirSource) Open(_ context.Context, id digest.Digest, e *index.Entry, off
 	if err != nil {
 		return nil, err
 	}
-	// O_NONBLOCK and the type check: a FIFO planted under a blob's name
-	// must not hang the copy.
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, _, err := openFile(p)
 	if err != nil {
 		return nil, err
 	}
-	fi, err := f.Stat()
-	if err == nil && !fi.Mode().IsRegular() {
-		err = fmt.Errorf("%s is not a regular file", p)
-	}
-	if err == nil {
-		_, err = f.Seek(off, io.SeekStart)
-	}
-	if err != nil {
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		f.Close()
 		return nil, err
 	}

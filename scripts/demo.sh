@@ -1,7 +1,8 @@
 #!/bin/sh
 # demo.sh [CANGA]: canga's main job end to end on a real ext4 disk image:
 # store a base image, derive a child from it, store the child as a small
-# delta, export it, and check every step with qemu-img and sha256sum.
+# delta, export it, push it to an OCI registry and pull it into a fresh
+# home, and check every step with qemu-img and sha256sum.
 set -eu
 canga=$(realpath "${1:-bin/canga}")
 work=$(mktemp -d)
@@ -53,5 +54,34 @@ qemu-img compare -q child.qcow2 child-flat.qcow2
 
 step "canga fsck: every blob digest, image ID and chain"
 "$canga" fsck
+
+step "push the child to an OCI registry (Debian's docker-registry on loopback), pull it into a fresh home"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > registry.yml <<EOF2
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$port
+log:
+  level: error
+EOF2
+/usr/bin/docker-registry serve registry.yml > registry.log 2>&1 &
+registry=$!
+trap 'kill $registry 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+ref="oci://127.0.0.1:$port/demo/ext4"
+"$canga" -q push demo:base "$ref:base"
+manifest=$("$canga" -q push demo:child "$ref:child")
+echo "pushed demo:child as $manifest; the base was there, so only the child's blob went"
+"$canga" list "$ref"
+pulled=$(CANGA_HOME="$work/home2" "$canga" -q pull "$ref:child")
+same "image ID pulled from the registry" "$pulled" "$child"
+CANGA_HOME="$work/home2" "$canga" list
+CANGA_HOME="$work/home2" "$canga" fsck
+CANGA_HOME="$work/home2" "$canga" export ext4:child pulled.qcow2
+qemu-img compare -q child.qcow2 pulled.qcow2
+echo "ok: the image pulled into a fresh home is identical to the child"
 echo
 echo "demo: all done"

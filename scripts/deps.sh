@@ -20,6 +20,7 @@ want openssl openssl
 want debootstrap debootstrap
 want virt-customize libguestfs-tools
 want /usr/bin/time time
+want docker-registry docker-registry
 [ -n "$(ls /boot/vmlinuz-* 2>/dev/null)" ] || need="$need linux-image-amd64"
 
 if ! command -v go >/dev/null 2>&1; then
@@ -35,3 +36,8 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 # shellcheck disable=SC2086 # word splitting of the package list is wanted
 $sudo apt-get install -y -qq $need >/dev/null
+# The tests and the demo run their own registries on free loopback ports;
+# the packaged service (on :5000) is not wanted where the package starts it.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+	$sudo systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi

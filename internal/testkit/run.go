@@ -123,3 +123,22 @@ func runErr(limit time.Duration, name string, args ...string) error {
 func cmdline(name string, args []string) string {
 	return strings.Join(append([]string{name}, args...), " ")
 }
+
+// WantErr checks that err matches every sentinel (errors.Is) and mentions
+// every substring.
+func WantErr(t testing.TB, err error, sentinels []error, subs ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error, want one mentioning %q", subs)
+	}
+	for _, s := range sentinels {
+		if !errors.Is(err, s) {
+			t.Errorf("error %q does not match %v", err, s)
+		}
+	}
+	for _, s := range subs {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not mention %q", err, s)
+		}
+	}
+}
