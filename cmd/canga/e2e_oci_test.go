@@ -451,10 +451,7 @@ func ociCopyConsumer(t testing.TB, src string) string {
 	return home
 }
 
-var (
-	ociDigestRe = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
-	ociShortRe  = regexp.MustCompile(`^[0-9a-f]{16}$`)
-)
+var ociDigestRe = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
 // ociPush runs canga push and returns the manifest digest it prints as
 // the one line of its standard output.
