@@ -170,10 +170,15 @@ func runCangaEnv(t testing.TB, env []string, dir string, timeout time.Duration, 
 	return r
 }
 
+// dockerConfigDir is the DOCKER_CONFIG of the canga runs of home.
+func dockerConfigDir(home string) string { return filepath.Join(home, "docker") }
+
 func cangaEnv(home string) []string {
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LC_ALL=C"}
 	if home != "" {
-		env = append(env, "CANGA_HOME="+home)
+		// Registry credentials (SPEC §8) are Docker's config.json: each
+		// home has its own, and none reads or writes the user's.
+		env = append(env, "CANGA_HOME="+home, "DOCKER_CONFIG="+dockerConfigDir(home))
 	}
 	return env
 }
