@@ -35,9 +35,9 @@ var (
 func decompressCluster(typ uint8, dst, src []byte) error {
 	var err error
 	switch typ {
-	case CompressionZlib:
+	case headerCompressionZlib:
 		err = inflateCluster(dst, src)
-	case CompressionZstd:
+	case headerCompressionZstd:
 		err = unzstd(dst, src)
 	default:
 		err = fmt.Errorf("compression type %d", typ)

@@ -424,7 +424,7 @@ func buildHeader(l *layout, hf headerFields, l1Off, rtOff uint64, rtClusters uin
 	be.PutUint64(buf[48:], rtOff)
 	be.PutUint32(buf[56:], rtClusters)
 	var incompat uint64
-	if l.compression == CompressionZstd {
+	if l.compression == headerCompressionZstd {
 		incompat |= IncompatCompression
 	}
 	be.PutUint64(buf[72:], incompat)
