@@ -138,7 +138,7 @@ func Convert(ctx context.Context, w io.WriterAt, src Disk, opt ConvertOptions) (
 	var st ConvertStats
 	st.VirtualSize = size
 	nChunks := (size + chunk - 1) / chunk
-	err := runOrdered(ctx, nChunks, workers,
+	err := runOrdered(ctx, nChunks, workers, chunkJob("converting", src, chunk),
 		func(ctx context.Context, worker int, i int64) (convertedChunk, error) {
 			return convertChunk(ctx, src, &opt, comps[worker], inBufs, baseBufs, outBufs, i*chunk, min(chunk, size-i*chunk), cs)
 		},

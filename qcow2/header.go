@@ -61,6 +61,10 @@ var (
 	ErrUnsupported = errors.New("qcow2: unsupported")
 	// ErrCorrupt means the image contradicts the format.
 	ErrCorrupt = errors.New("qcow2: corrupt image")
+	// ErrInternal means canga met a bug of its own, such as a panic while
+	// it decoded an image; the error names the image and the guest
+	// offset where it could.
+	ErrInternal = errors.New("qcow2: internal error")
 )
 
 func corruptf(format string, args ...any) error {

@@ -332,13 +332,14 @@ func (img *Image) wrap(err error) error {
 }
 
 func (img *Image) readCompressed(dst []byte, s segment) error {
+	guest := s.off &^ (img.clusterSize - 1)
 	if int64(len(dst)) == img.clusterSize {
-		return img.decompress(dst, s.entry)
+		return img.decompress(dst, s.entry, guest)
 	}
 	// A partial read: keep the cluster for the reads of its other parts.
 	data, err := img.inflate.get(cacheKey{img, uint64(s.entry)}, func() ([]byte, error) {
 		b := make([]byte, img.clusterSize)
-		return b, img.decompress(b, s.entry)
+		return b, img.decompress(b, s.entry, guest)
 	})
 	if err != nil {
 		return err
@@ -347,8 +348,22 @@ func (img *Image) readCompressed(dst []byte, s segment) error {
 	return nil
 }
 
-func (img *Image) decompress(dst []byte, entry l2Entry) error {
+// testHookDecompress, when set by a test, runs before each cluster is
+// decompressed: a panic there stands for a decoder bug.
+var testHookDecompress func()
+
+// decompress fills dst with the compressed cluster of entry, the one at
+// guest offset guest.
+func (img *Image) decompress(dst []byte, entry l2Entry, guest int64) (err error) {
 	off, n := entry.compressedRange(img.clusterBits)
+	// A decoder bug that a hostile cluster reaches must not take the
+	// process down; say which cluster it was.
+	defer recovered(&err, func() string {
+		return fmt.Sprintf("decompressing the cluster at guest offset %#x (%d bytes at %#x in the file)", guest, n, off)
+	})
+	if testHookDecompress != nil {
+		testHookDecompress()
+	}
 	if off >= img.fileSize {
 		// qemu would read zeros and fail to decompress them; say why.
 		return corruptf("compressed cluster at %#x lies past the end of the file (%d bytes): the image is truncated", off, img.fileSize)
