@@ -60,7 +60,7 @@ func (r *Repo) containerDisk(ctx context.Context, ix *index.Index, id digest.Dig
 		return nil, err
 	}
 	cd := &containerDiskImage{tmp: tmp}
-	if _, err := qcow2.Convert(ctx, tmp.File, d, qcow2.ConvertOptions{Compression: qcow2.CompressZlib}); err != nil {
+	if _, err := qcow2.Convert(ctx, tmp.File, d, qcow2.ConvertOptions{Compression: qcow2.CompressionZlib}); err != nil {
 		cd.close()
 		return nil, fmt.Errorf("flatten %s: %w", index.ShortID(id), err)
 	}

@@ -465,7 +465,7 @@ func (c *ociConfig) index(m ocispec.Manifest) (*index.Index, error) {
 		case ml.Annotations[ocispec.AnnotationTitle] != l.Blob.Encoded():
 			return nil, fmt.Errorf("layer %d is titled %q, not its blob's hex", i, ml.Annotations[ocispec.AnnotationTitle])
 		}
-		e := &index.Entry{Blob: l.Blob, BlobSize: l.BlobSize, Parent: parent, VirtualSize: l.VirtualSize, ClusterSize: l.ClusterSize, Compression: index.Compression(l.Compression)}
+		e := &index.Entry{Blob: l.Blob, BlobSize: l.BlobSize, Parent: parent, VirtualSize: l.VirtualSize, ClusterSize: l.ClusterSize, Compression: qcow2.Compression(l.Compression)}
 		if l.ID == c.ID {
 			if err := c.top(e); err != nil {
 				return nil, err
