@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/cangallo/canga/internal/panics"
+
 	"golang.org/x/sync/errgroup"
 )
 
@@ -83,11 +85,7 @@ func runOrdered[J any](ctx context.Context, n int64, workers int, job func(i int
 
 // recovered, deferred, turns a panic into an error in *err that wraps
 // [ErrInternal] and names what was being done.
-func recovered(err *error, what func() string) {
-	if r := recover(); r != nil {
-		*err = fmt.Errorf("%w: panic while %s: %v", ErrInternal, what(), r)
-	}
-}
+func recovered(err *error, what func() string) { panics.Recover(err, ErrInternal, what) }
 
 // diskName names d for errors: its file name if it has one.
 func diskName(d Disk) string {

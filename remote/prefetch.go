@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"sync"
+
+	"github.com/cangallo/canga/internal/panics"
 )
 
 // prefetchChunk is the unit of read-ahead. It matches the chunks that cas
@@ -58,10 +60,7 @@ func (p *prefetcher) run() {
 		case <-p.stop:
 			return
 		}
-		n, err := io.ReadFull(p.r, buf)
-		if err == io.ErrUnexpectedEOF {
-			err = io.EOF
-		}
+		n, err := p.fill(buf)
 		select {
 		case p.full <- chunk{b: buf[:n], err: err}:
 		case <-p.stop:
@@ -71,6 +70,17 @@ func (p *prefetcher) run() {
 			return
 		}
 	}
+}
+
+// fill reads one chunk ahead; a panic of the reader (a bug) ends the
+// stream with an error instead of the process.
+func (p *prefetcher) fill(buf []byte) (n int, err error) {
+	defer panics.Recover(&err, ErrInternal, func() string { return "reading ahead" })
+	n, err = io.ReadFull(p.r, buf)
+	if err == io.ErrUnexpectedEOF {
+		err = io.EOF
+	}
+	return n, err
 }
 
 func (p *prefetcher) Read(b []byte) (int, error) {

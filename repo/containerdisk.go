@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cangallo/canga/internal/panics"
+
 	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/qcow2"
@@ -110,8 +112,10 @@ func (r *Repo) containerDisk(ctx context.Context, ix *index.Index, id digest.Dig
 	cd.image = registry.Image{Manifest: manifest, Config: config, OpenLayer: func(context.Context, ocispec.Descriptor) (io.ReadCloser, error) {
 		pr, pw := io.Pipe()
 		go func() {
-			_, err := disk.writeTo(pw)
-			pw.CloseWithError(err)
+			var err error
+			defer func() { pw.CloseWithError(err) }()
+			defer panics.Recover(&err, ErrInternal, func() string { return "writing the containerDisk layer of " + index.ShortID(id) })
+			_, err = disk.writeTo(pw)
 		}()
 		return pr, nil
 	}}

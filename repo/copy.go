@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cangallo/canga/internal/panics"
+
 	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/qcow2"
@@ -212,7 +214,8 @@ func (c *copier) run(ctx context.Context) (*CopyResult, error) {
 		if it.have {
 			continue
 		}
-		g.Go(func() error {
+		g.Go(func() (err error) {
+			defer panics.Recover(&err, ErrInternal, func() string { return "copying " + index.ShortID(it.id) + " from " + c.src.String() })
 			var parent *copyItem
 			if i > 0 {
 				parent = c.items[i-1]
