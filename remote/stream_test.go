@@ -298,18 +298,3 @@ func TestGetRetries(t *testing.T) {
 		}
 	}
 }
-
-type panicReader struct{}
-
-func (panicReader) Read([]byte) (int, error) { panic("a bug in a reader") }
-
-// TestPrefetchPanic: a panic in the read-ahead goroutine ends the stream
-// with an error, not the process.
-func TestPrefetchPanic(t *testing.T) {
-	p := newPrefetcher(panicReader{})
-	defer p.Close()
-	_, err := io.ReadAll(p)
-	if !errors.Is(err, ErrInternal) || !strings.Contains(err.Error(), "a bug in a reader") {
-		t.Fatalf("got %v", err)
-	}
-}

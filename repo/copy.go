@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cangallo/canga/internal/readahead"
+
 	"github.com/cangallo/canga/internal/panics"
 
 	"github.com/cangallo/canga/cas"
@@ -489,11 +491,16 @@ const maxSourceFailures = 3
 // appendFrom opens the source at p's offset and appends what it gives,
 // checking the header once its cluster is complete.
 func (c *copier) appendFrom(ctx context.Context, it *copyItem, p *cas.Partial, head int64, progress func(int64)) error {
-	rc, err := c.src.Open(ctx, it.id, it.se, p.Offset())
+	src, err := c.src.Open(ctx, it.id, it.se, p.Offset())
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
+	// Receiving overlaps writing and hashing.
+	rc := readahead.New(src)
+	defer func() {
+		src.Close() // first: it unblocks a read-ahead waiting on the network
+		rc.Close()
+	}()
 	if p.Offset() < head {
 		if _, err := p.Append(ctx, io.LimitReader(rc, head-p.Offset()), progress); err != nil {
 			return err

@@ -1,4 +1,9 @@
-package remote
+// Package readahead reads a stream ahead in a goroutine of its own, so
+// that receiving from the network overlaps what the reader does with the
+// bytes (writing and hashing them): a download runs at the speed of the
+// slower of the two, not of their sum, and TCP keeps its window open
+// while a disk stalls. Memory is bounded: Depth+1 chunks per stream.
+package readahead
 
 import (
 	"errors"
@@ -8,18 +13,19 @@ import (
 	"github.com/cangallo/canga/internal/panics"
 )
 
-// prefetchChunk is the unit of read-ahead. It matches the chunks that cas
-// writes and hashes, so that each of its Reads takes one whole chunk.
-const prefetchChunk = 1 << 20
+// Chunk is the unit of read-ahead. It matches the chunks that cas writes
+// and hashes, so that each of its Reads takes one whole chunk.
+const Chunk = 1 << 20
 
-// prefetchDepth is how many chunks may wait, filled, for the consumer.
-const prefetchDepth = 4
+// Depth is how many chunks may wait, filled, for the consumer.
+const Depth = 4
 
-// prefetcher reads r ahead, in its own goroutine, so that receiving from
-// the network overlaps writing and hashing, which cas does in the reading
-// goroutine; it also lets TCP keep its window open while a disk stalls.
-// Memory is bounded: prefetchDepth+1 chunks per download.
-type prefetcher struct {
+// ErrInternal: a panic of the reader (a bug) ended the stream.
+var ErrInternal = errors.New("readahead: internal error")
+
+// Reader reads r ahead. Close it, with or after the underlying reader's
+// own Close, to stop its goroutine.
+type Reader struct {
 	r      io.Reader
 	full   chan chunk
 	free   chan []byte
@@ -36,22 +42,23 @@ type chunk struct {
 	err error
 }
 
-func newPrefetcher(r io.Reader) *prefetcher {
-	p := &prefetcher{
+// New starts reading r ahead.
+func New(r io.Reader) *Reader {
+	p := &Reader{
 		r:    r,
-		full: make(chan chunk, prefetchDepth),
-		free: make(chan []byte, prefetchDepth+1),
+		full: make(chan chunk, Depth),
+		free: make(chan []byte, Depth+1),
 		stop: make(chan struct{}),
 	}
-	for range prefetchDepth + 1 {
-		p.free <- make([]byte, prefetchChunk)
+	for range Depth + 1 {
+		p.free <- make([]byte, Chunk)
 	}
 	p.wg.Add(1)
 	go p.run()
 	return p
 }
 
-func (p *prefetcher) run() {
+func (p *Reader) run() {
 	defer p.wg.Done()
 	for {
 		var buf []byte
@@ -74,7 +81,7 @@ func (p *prefetcher) run() {
 
 // fill reads one chunk ahead; a panic of the reader (a bug) ends the
 // stream with an error instead of the process.
-func (p *prefetcher) fill(buf []byte) (n int, err error) {
+func (p *Reader) fill(buf []byte) (n int, err error) {
 	defer panics.Recover(&err, ErrInternal, func() string { return "reading ahead" })
 	n, err = io.ReadFull(p.r, buf)
 	if err == io.ErrUnexpectedEOF {
@@ -83,7 +90,7 @@ func (p *prefetcher) fill(buf []byte) (n int, err error) {
 	return n, err
 }
 
-func (p *prefetcher) Read(b []byte) (int, error) {
+func (p *Reader) Read(b []byte) (int, error) {
 	for p.curOff == len(p.cur.b) {
 		if p.err != nil {
 			return 0, p.err
@@ -108,12 +115,12 @@ func (p *prefetcher) Read(b []byte) (int, error) {
 }
 
 // errClosed ends a Read that was waiting when Close was called.
-var errClosed = errors.New("remote: stream closed")
+var errClosed = errors.New("readahead: closed")
 
 // Close stops the read-ahead and waits for its goroutine. The caller
 // closes the underlying body first, or at the same time, so that a Read
 // blocked on the network returns.
-func (p *prefetcher) Close() {
+func (p *Reader) Close() {
 	p.once.Do(func() { close(p.stop) })
 	p.wg.Wait()
 }
