@@ -99,6 +99,9 @@ measure curl-blob curl -sf -o curl.out "http://127.0.0.1:$port/blobs/sha256/$blo
 measure canga-pull ./canga-pull.sh
 kill $server
 
+echo "== OCI registry (docker-registry on loopback)" >&2
+oci_rows=$(OCI_HOME=$PWD/pub RUNS=$runs BENCH_DIR=$work "$here/oci.sh" "$canga")
+
 r_dplain=$(ratio "${T[canga-digest-plain]}" "${T[openssl-raw]}")
 r_dzlib=$(ratio "${T[canga-digest-zlib]}" "${T[qemu-openssl-zlib]}")
 r_czlib=$(ratio "${T[canga-convert-zlib]}" "${T[qemu-convert-zlib]}")
@@ -159,6 +162,7 @@ table=$(
 | \`add\` (raw input, image ID + zlib blob) vs \`qemu-img convert -c -m 16 -W\` | ${T[canga-add]} s | ${T[qemu-convert-zlib]} s | $r_add | <= 0.6 | $(verdict "$r_add" 0.6) |
 | \`pull\` of a $((blobsize >> 20)) MiB blob from \`canga serve\`, verified, vs \`curl -o\`: throughput | ${T[canga-pull]} s | ${T[curl-blob]} s | $r_pull | >= 0.8 | $(atleast "$r_pull" 0.8) |
 | peak memory of any canga run above | $((peak / 1024)) MiB | | | < 128 MiB | $(verdict "$peak" 131072) |
+$oci_rows
 EOF
 )
 echo
