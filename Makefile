@@ -22,8 +22,11 @@ static:
 deps:
 	scripts/deps.sh
 
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 test: deps
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 	$(GO) test -count=1 -timeout 60m ./...
 
 test-short:
