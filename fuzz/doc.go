@@ -1,6 +1,7 @@
 // Package fuzz holds fuzz targets that cross package boundaries, through
 // canga's public API only. Targets of one package's internals live beside
-// that package (qcow2: FuzzImage, FuzzInflate, FuzzCheck,
+// that package (qcow2: FuzzImage, FuzzInflate and FuzzInflateZlibStream,
+// which compare the deflate decoder with zlib run by python3, FuzzCheck,
 // FuzzConvertRoundTrip; index: FuzzParse; index/signing:
 // FuzzParseAllowedSigners, FuzzVerify; guestfs: FuzzRunCommand), each with
 // a seed corpus in its testdata/fuzz directory or added at test time.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cangallo/canga/qcow2"
 	"github.com/opencontainers/go-digest"
 	"gopkg.in/yaml.v3"
 )
@@ -354,7 +355,7 @@ func (p *parser) entryV1(k, n *yaml.Node, path string) (*Entry, error) {
 		case "compression":
 			var s string
 			if s, err = p.text(v, fp); err == nil {
-				e.Compression = Compression(s)
+				e.Compression = qcow2.Compression(s)
 				if s != "" && !e.Compression.Valid() {
 					err = p.fail(v, fp, nil, "%s: want zlib, zstd or none", quote(s))
 				}

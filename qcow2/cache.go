@@ -51,7 +51,7 @@ func (c *cache) get(key cacheKey, load func() ([]byte, error)) ([]byte, error) {
 	c.items[key] = c.lru.PushFront(it)
 	c.mu.Unlock()
 
-	it.data, it.err = load()
+	it.data, it.err = safeLoad(load)
 	close(it.done)
 
 	c.mu.Lock()
@@ -68,6 +68,13 @@ func (c *cache) get(key cacheKey, load func() ([]byte, error)) ([]byte, error) {
 	c.bytes += int64(len(it.data))
 	c.evict()
 	return it.data, nil
+}
+
+// safeLoad calls load and turns a panic into an error: a load that never
+// ended would leave every reader of its key waiting forever.
+func safeLoad(load func() ([]byte, error)) (data []byte, err error) {
+	defer recovered(&err, func() string { return "loading a table or a cluster" })
+	return load()
 }
 
 // evict drops least recently used slices that have finished loading until

@@ -16,7 +16,6 @@ import (
 // [Client.Open]. It is not safe for concurrent Reads.
 type Stream struct {
 	r      *resumer
-	pf     *prefetcher
 	cancel context.CancelFunc
 	// size is the file's length as known when Open returned.
 	size int64
@@ -36,10 +35,9 @@ type Stream struct {
 // blob's), else -1. A server that says another length, or sends more
 // bytes, is a permanent failure ([ErrProtocol]); one that sends fewer is
 // asked for the rest. The first request is made before Open returns, so a
-// missing file ([ErrNotFound]) or a refused one fails here; the stream
-// then reads ahead in a goroutine of its own, so that receiving overlaps
-// whatever the caller does with the bytes. Nothing is checked but
-// lengths: the caller hashes what it reads. Close releases the connection.
+// missing file ([ErrNotFound]) or a refused one fails here. Nothing is
+// checked but lengths: the caller hashes what it reads. Close releases
+// the connection, and ends a Read that waits for the network.
 func (c *Client) Open(ctx context.Context, baseURL, rel string, off, size int64) (*Stream, error) {
 	u, err := resolve(baseURL, rel)
 	if err != nil {
@@ -57,10 +55,7 @@ func (c *Client) Open(ctx context.Context, baseURL, rel string, off, size int64)
 			return nil, err
 		}
 	}
-	// The size before the read-ahead starts: from now on r is its own.
-	st := &Stream{r: r, size: r.size, cancel: cancel}
-	st.pf = newPrefetcher(r)
-	return st, nil
+	return &Stream{r: r, size: r.size, cancel: cancel}, nil
 }
 
 // Size is the file's length in bytes, -1 when neither the caller nor the
@@ -68,15 +63,13 @@ func (c *Client) Open(ctx context.Context, baseURL, rel string, off, size int64)
 func (s *Stream) Size() int64 { return s.size }
 
 // Read reads the file's next bytes.
-func (s *Stream) Read(p []byte) (int, error) { return s.pf.Read(p) }
+func (s *Stream) Read(p []byte) (int, error) { return s.r.Read(p) }
 
 // Close ends the transfer. It is safe to call more than once.
 func (s *Stream) Close() error {
 	s.once.Do(func() {
 		s.cancel()
-		s.r.closeBody() // unblocks a read-ahead waiting on the network
-		s.pf.Close()
-		s.r.closeBody()
+		s.r.closeBody() // unblocks a Read waiting on the network
 	})
 	return nil
 }

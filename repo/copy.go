@@ -12,6 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cangallo/canga/internal/readahead"
+
+	"github.com/cangallo/canga/internal/panics"
+
 	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/qcow2"
@@ -28,6 +32,10 @@ type CopyOptions struct {
 	Tag string
 	// Parallel bounds the blobs transferred at once (DefaultParallel).
 	Parallel int
+	// VerifyIDs has every image transferred checked against its image ID
+	// (its content hashed over its chain) before it enters the index: for
+	// sources whose IDs nothing vouches for, such as a registry's config.
+	VerifyIDs bool
 	// Progress hears, for each image whose blob is being transferred,
 	// the bytes done and the blob's size (-1 while unknown). done can go
 	// back (a download that starts over). It is called from several
@@ -95,7 +103,10 @@ func (r *Repo) Copy(ctx context.Context, src Source, six *index.Index, id digest
 		if err != nil {
 			return err
 		}
-		if res, err = c.run(ctx); err == nil {
+		if res, err = c.run(ctx); err == nil && opt.VerifyIDs {
+			err = c.verifyIDs(ctx)
+		}
+		if err == nil {
 			err = c.record(ix, id, res)
 		}
 		if err != nil {
@@ -205,7 +216,8 @@ func (c *copier) run(ctx context.Context) (*CopyResult, error) {
 		if it.have {
 			continue
 		}
-		g.Go(func() error {
+		g.Go(func() (err error) {
+			defer panics.Recover(&err, ErrInternal, func() string { return "copying " + index.ShortID(it.id) + " from " + c.src.String() })
 			var parent *copyItem
 			if i > 0 {
 				parent = c.items[i-1]
@@ -479,11 +491,16 @@ const maxSourceFailures = 3
 // appendFrom opens the source at p's offset and appends what it gives,
 // checking the header once its cluster is complete.
 func (c *copier) appendFrom(ctx context.Context, it *copyItem, p *cas.Partial, head int64, progress func(int64)) error {
-	rc, err := c.src.Open(ctx, it.id, it.se, p.Offset())
+	src, err := c.src.Open(ctx, it.id, it.se, p.Offset())
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
+	// Receiving overlaps writing and hashing.
+	rc := readahead.New(src)
+	defer func() {
+		src.Close() // first: it unblocks a read-ahead waiting on the network
+		rc.Close()
+	}()
 	if p.Offset() < head {
 		if _, err := p.Append(ctx, io.LimitReader(rc, head-p.Offset()), progress); err != nil {
 			return err
@@ -593,6 +610,33 @@ func (c *copier) verifyLegacy(ctx context.Context, it, parent *copyItem, f io.Re
 	}
 	if got != it.id {
 		return &ImageIDMismatchError{Expected: it.id, Actual: got}
+	}
+	return nil
+}
+
+// verifyIDs checks the content of every image transferred against its
+// image ID, each over the chain of files below it.
+func (c *copier) verifyIDs(ctx context.Context) error {
+	for i, it := range c.items {
+		if !it.moved || it.se.Blob == "" { // a Cangallo image was verified already
+			continue
+		}
+		paths := make([]string, i+1)
+		for j := range paths {
+			paths[j] = c.items[j].path
+		}
+		d, err := openFiles(paths)
+		if err != nil {
+			return err
+		}
+		got, err := qcow2.Digest(ctx, d, qcow2.ScanOptions{})
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("image %s from %s: %w", index.ShortID(it.id), c.src, err)
+		}
+		if got != it.id {
+			return fmt.Errorf("image %s from %s: %w", index.ShortID(it.id), c.src, &ImageIDMismatchError{Expected: it.id, Actual: got})
+		}
 	}
 	return nil
 }

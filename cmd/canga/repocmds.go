@@ -91,7 +91,7 @@ func (c *addCmd) Run(e *env) error {
 	}
 	opt := repo.AddOptions{
 		Tag: c.Tag, Description: c.Description, OS: c.OS,
-		Compression: index.Compression(c.Compression),
+		Compression: qcow2.Compression(c.Compression),
 		Notice:      func(s string) { e.notice("%s", s) },
 	}
 	if c.Parent != "" {
