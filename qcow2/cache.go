@@ -3,6 +3,8 @@ package qcow2
 import (
 	"container/list"
 	"sync"
+
+	"github.com/cangallo/canga/internal/panics"
 )
 
 // cache is a bounded LRU of immutable byte slices (L2 tables, decompressed
@@ -73,7 +75,7 @@ func (c *cache) get(key cacheKey, load func() ([]byte, error)) ([]byte, error) {
 // safeLoad calls load and turns a panic into an error: a load that never
 // ended would leave every reader of its key waiting forever.
 func safeLoad(load func() ([]byte, error)) (data []byte, err error) {
-	defer recovered(&err, func() string { return "loading a table or a cluster" })
+	defer panics.Recover(&err, ErrInternal, func() string { return "loading a table or a cluster" })
 	return load()
 }
 

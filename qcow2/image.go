@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/cangallo/canga/internal/panics"
 )
 
 // defaultCacheBytes bounds the L2 table cache of one image or chain: enough
@@ -358,7 +360,7 @@ func (img *Image) decompress(dst []byte, entry l2Entry, guest int64) (err error)
 	off, n := entry.compressedRange(img.clusterBits)
 	// A decoder bug that a hostile cluster reaches must not take the
 	// process down; say which cluster it was.
-	defer recovered(&err, func() string {
+	defer panics.Recover(&err, ErrInternal, func() string {
 		return fmt.Sprintf("decompressing the cluster at guest offset %#x (%d bytes at %#x in the file)", guest, n, off)
 	})
 	if testHookDecompress != nil {

@@ -29,7 +29,7 @@ func runOrdered[J any](ctx context.Context, n int64, workers int, job func(i int
 	jobs := make(chan *slot)
 	ordered := make(chan *slot, queueDepth(workers))
 	g.Go(func() (err error) {
-		defer recovered(&err, func() string { return "the job queue" })
+		defer panics.Recover(&err, ErrInternal, func() string { return "the job queue" })
 		defer close(jobs)
 		defer close(ordered)
 		for i := range n {
@@ -48,11 +48,11 @@ func runOrdered[J any](ctx context.Context, n int64, workers int, job func(i int
 		return nil
 	})
 	safeWork := func(w int, i int64) (j J, err error) {
-		defer recovered(&err, func() string { return job(i) })
+		defer panics.Recover(&err, ErrInternal, func() string { return job(i) })
 		return work(ctx, w, i)
 	}
 	safeDeliver := func(i int64, j J) (err error) {
-		defer recovered(&err, func() string { return job(i) })
+		defer panics.Recover(&err, ErrInternal, func() string { return job(i) })
 		return deliver(i, j)
 	}
 	for w := range workers {
@@ -82,10 +82,6 @@ func runOrdered[J any](ctx context.Context, n int64, workers int, job func(i int
 	})
 	return g.Wait()
 }
-
-// recovered, deferred, turns a panic into an error in *err that wraps
-// [ErrInternal] and names what was being done.
-func recovered(err *error, what func() string) { panics.Recover(err, ErrInternal, what) }
 
 // diskName names d for errors: its file name if it has one.
 func diskName(d Disk) string {

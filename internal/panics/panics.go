@@ -9,7 +9,9 @@ import "fmt"
 
 // Recover, deferred at the top of a goroutine, turns a panic into *err:
 // an error wrapping sentinel (the package's "internal error") that says
-// what was being done and what the panic said.
+// what was being done and what the panic said. It must be the deferred
+// function itself (defer panics.Recover(...)): recover works in no other
+// place, so a wrapper around it would recover nothing.
 func Recover(err *error, sentinel error, what func() string) {
 	if r := recover(); r != nil {
 		*err = fmt.Errorf("%w: panic while %s: %v", sentinel, what(), r)
