@@ -93,7 +93,7 @@ func (x expect) option() cas.Option { return cas.WithCheck(x.check) }
 // never through a symbolic link (O_NOFOLLOW), and never blocking on a
 // FIFO planted under its name. It returns the file and its size.
 func openFile(p string) (*os.File, int64, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := os.OpenFile(p, os.O_RDONLY|noFollow|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/cangallo/canga/qcow2"
 )
@@ -90,8 +89,8 @@ func (c *infoCmd) Run(e *env) error {
 		return err
 	}
 	info := imageInfo{Filename: c.File, Format: qcow2.FormatRaw, VirtualSize: (fi.Size() + 511) &^ 511, ActualSize: fi.Size()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		info.ActualSize = st.Blocks * 512
+	if n, ok := allocatedBytes(fi); ok {
+		info.ActualSize = n
 	}
 	h, err := qcow2.ReadHeader(f, fi.Size())
 	switch {
