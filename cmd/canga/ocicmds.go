@@ -135,7 +135,7 @@ func (c *listCmd) listRegistry(e *env) error {
 		if tags == nil {
 			tags = []repo.RegistryTag{}
 		}
-		return writeJSON(e, tags)
+		return writeJSON(e, registryListDoc{Version: jsonVersion, Repository: c.Repo, Tags: tags})
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TAG\tIMAGE\tKIND\tDIGEST")

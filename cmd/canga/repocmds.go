@@ -223,7 +223,7 @@ func (c *listCmd) Run(e *env) error {
 
 func (c *listCmd) print(e *env, items []listItem) error {
 	if c.JSON {
-		return writeJSON(e, items)
+		return writeJSON(e, listDoc{Version: jsonVersion, Images: items})
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  NAME\tSIZE\tBLOB\tCREATED\tDESCRIPTION")
@@ -295,6 +295,7 @@ func (c *showCmd) Run(e *env) error {
 		return err
 	}
 	item := struct {
+		Version int `json:"version"`
 		listItem
 		ClusterSize int64           `json:"cluster-size,omitempty"`
 		Compression string          `json:"compression,omitempty"`
@@ -302,6 +303,7 @@ func (c *showCmd) Run(e *env) error {
 		Children    []digest.Digest `json:"children"`
 		Cangafile   any             `json:"cangafile,omitempty"`
 	}{
+		Version:     jsonVersion,
 		listItem:    newListItem(r, ix, id),
 		ClusterSize: en.ClusterSize, Compression: string(en.Compression), Chain: chain, Children: ix.Children(id),
 	}
@@ -475,7 +477,7 @@ func (c *fsckCmd) Run(e *env) error {
 		return err
 	}
 	if c.JSON {
-		if err := writeJSON(e, rep); err != nil {
+		if err := writeJSON(e, newFsckDoc(r, rep)); err != nil {
 			return err
 		}
 	} else {
