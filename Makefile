@@ -38,12 +38,14 @@ completion: build
 # given (verify: docs/install.md).
 DIST ?= dist
 KEY  ?=
-dist: deps
+dist:
+	scripts/deps.sh release
 	scripts/dist.sh '$(VERSION)' '$(DIST)' '$(KEY)'
 
 # The Debian package alone: DIST/canga_VERSION_DEB_ARCH.deb.
 DEB_ARCH ?= amd64
-deb: deps
+deb:
+	scripts/deps.sh release
 	ARCHES='$(DEB_ARCH)' DEB_ONLY=1 scripts/dist.sh '$(VERSION)' '$(DIST)'
 
 # What builds for other systems (the Linux-only parts say so at run time).

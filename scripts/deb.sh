@@ -51,7 +51,7 @@ Description: content-addressed repository of qcow2 disk images
  is stored as a compressed qcow2 delta on its parent, named by the SHA-256
  of its guest-visible content. Repositories are plain directories that any
  web server can serve; OCI registries hold images as artifacts. One static
- binary; qemu-utils is the oracle, libguestfs-tools runs Cangafile builds.
+ binary; libguestfs-tools runs Cangafile builds.
 CONTROL
 chmod 0644 "$pkg/DEBIAN/control"
 find "$pkg" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 top=$PWD
 GO=${GO:-go}
 ARCHES=${ARCHES:-amd64 arm64}
-commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+commit=${COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 export SOURCE_DATE_EPOCH
 # Files made here get their modes from chmod below, never from the umask.
