@@ -19,7 +19,7 @@
 //     no-op: nothing is ever written), NBD_CMD_DISC. Writes, trims and
 //     write-zeroes get NBD_EPERM (the export is NBD_FLAG_READ_ONLY; a
 //     write's payload is read and dropped), anything else NBD_EINVAL.
-//     Exports flags: HAS_FLAGS, READ_ONLY, SEND_FLUSH and CAN_MULTI_CONN
+//     Export flags: HAS_FLAGS, READ_ONLY, SEND_FLUSH and CAN_MULTI_CONN
 //     (nothing is cached per connection, so connections may be mixed).
 //
 // Requests of a connection run concurrently and their replies may come out

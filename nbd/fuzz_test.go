@@ -3,9 +3,12 @@ package nbd
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"sync"
 	"testing"
 	"time"
 )
@@ -19,17 +22,19 @@ import (
 const fuzzSize = 1 << 20
 
 // fuzzConn runs one server connection over a pipe: it writes in, then
-// closes the client end unless keepOpen, and returns everything the
-// server sent until it closed the connection.
-func fuzzConn(t *testing.T, in []byte, keepOpen bool) []byte {
+// ends the client's side of the stream (so that the server reads EOF after
+// in, as after a shutdown(SHUT_WR)) and returns everything the server sent
+// until it closed the connection.
+func fuzzConn(t *testing.T, in []byte) []byte {
 	var errs errLog
 	s, err := New(pattern(fuzzSize), fuzzSize, WithInFlight(2, MaxRequest), WithName("fuzz"),
 		WithDescription("d"), WithShutdownGrace(time.Second), OnError(errs.add))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, srv := net.Pipe()
+	cli, p := net.Pipe()
 	defer cli.Close()
+	srv := &halfConn{Conn: p}
 	done := make(chan struct{})
 	s.active.Add(1)
 	go s.serveConn(context.Background(), srv, 1, func() { close(done) })
@@ -40,9 +45,7 @@ func fuzzConn(t *testing.T, in []byte, keepOpen bool) []byte {
 		close(drained)
 	}()
 	cli.Write(in) // fails once the server hangs up, as it may
-	if !keepOpen {
-		cli.Close()
-	}
+	srv.closeRead()
 	select {
 	case <-done:
 	case <-time.After(time.Minute):
@@ -53,6 +56,50 @@ func fuzzConn(t *testing.T, in []byte, keepOpen bool) []byte {
 		t.Fatalf("%v on %q", err, in)
 	}
 	return out.Bytes()
+}
+
+// halfConn is the server's end of a net.Pipe whose client has no more to
+// send: a net.Pipe cannot be half closed. Once a write on a pipe returns,
+// the other end has read it all, so closeRead, called then, makes the
+// server's next read (or the one it is blocked in) end with io.EOF.
+type halfConn struct {
+	net.Conn
+	mu  sync.Mutex
+	eof bool
+}
+
+func (c *halfConn) closeRead() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.eof = true
+	c.Conn.SetReadDeadline(time.Unix(1, 0))
+}
+
+func (c *halfConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.eof && errors.Is(err, os.ErrDeadlineExceeded) {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// SetDeadline and SetReadDeadline keep the end of the stream in place.
+func (c *halfConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.SetReadDeadline(t)
+}
+
+func (c *halfConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.eof {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func FuzzHandshake(f *testing.F) {
@@ -71,7 +118,7 @@ func FuzzHandshake(f *testing.F) {
 	f.Add(cat(flags, be.AppendUint32(be.AppendUint32(be.AppendUint64(nil, optMagic), optGo), 0xffffffff)))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		out := fuzzConn(t, in, false)
+		out := fuzzConn(t, in)
 		if len(out) < 18 || be.Uint64(out) != nbdMagic || be.Uint64(out[8:]) != optMagic {
 			t.Fatalf("greeting %q", out)
 		}
@@ -93,9 +140,7 @@ func FuzzRequests(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		in = append(append([]byte(nil), in...), requestBytes(cmdDisc, 0, 0, 0, 0)...)
 		m := modelRequests(in)
-		// The model knows whether the server hangs up by itself (after a
-		// DISC or a fatal error) or waits for more: then the client closes.
-		out := fuzzConn(t, append(append([]byte(nil), handshakeGo...), in...), m.ended)
+		out := fuzzConn(t, append(append([]byte(nil), handshakeGo...), in...))
 		if err := m.check(out); err != nil {
 			t.Fatalf("%v\nrequests % x", err, in)
 		}
@@ -108,8 +153,6 @@ type requestModel struct {
 	want      map[uint64]modelReply
 	count     map[uint64]int
 	ambiguous bool // a handle repeats with another answer: no telling which is which
-	ended     bool // the server closes the connection by itself
-	complete  bool // ...after replying to everything (NBD_CMD_DISC)
 }
 
 type modelReply struct {
@@ -126,14 +169,12 @@ func modelRequests(in []byte) requestModel {
 		h := in[:requestHeaderLen]
 		in = in[requestHeaderLen:]
 		if be.Uint32(h) != requestMagic {
-			m.ended = true
 			return m
 		}
 		flags, typ, handle, off, length := be.Uint16(h[4:]), be.Uint16(h[6:]), be.Uint64(h[8:]), be.Uint64(h[16:]), uint64(be.Uint32(h[24:]))
 		var r modelReply
 		switch typ {
 		case cmdDisc:
-			m.ended, m.complete = true, true
 			return m
 		case cmdRead:
 			if flags&^cmdFlagFUA != 0 || length > MaxRequest || off > fuzzSize || off+length > fuzzSize {
@@ -143,7 +184,6 @@ func modelRequests(in []byte) requestModel {
 			}
 		case cmdWrite:
 			if length > MaxRequest {
-				m.ended = true
 				return m
 			}
 			if uint64(len(in)) < length {
@@ -170,7 +210,8 @@ func modelRequests(in []byte) requestModel {
 
 // check parses the server's side of the conversation: the greeting, the
 // reply to NBD_OPT_GO, then simple replies, each of which must be the one
-// its request deserves; after NBD_CMD_DISC every request has its reply.
+// its request deserves. However the stream ends (NBD_CMD_DISC, EOF, a
+// fatal error), the requests before the end get their replies first.
 func (m requestModel) check(out []byte) error {
 	const greeting = 18 + 3*20 + 12 + 14 // hello, NBD_INFO_EXPORT, NBD_INFO_BLOCK_SIZE, NBD_REP_ACK
 	ack := be.AppendUint32(be.AppendUint32(be.AppendUint64(nil, optReplyMagic), optGo), repAck)
@@ -181,7 +222,6 @@ func (m requestModel) check(out []byte) error {
 		return nil
 	}
 	out = out[greeting:]
-	replies := 0
 	for len(out) > 0 {
 		if len(out) < replyHeaderLen {
 			return fmt.Errorf("truncated reply % x", out)
@@ -196,7 +236,6 @@ func (m requestModel) check(out []byte) error {
 			return fmt.Errorf("reply for handle %d, which was not asked for or was answered already", handle)
 		}
 		m.count[handle]--
-		replies++
 		if errno != w.errno {
 			return fmt.Errorf("handle %d: error %d, want %d", handle, errno, w.errno)
 		}
@@ -213,7 +252,7 @@ func (m requestModel) check(out []byte) error {
 		}
 	}
 	for h, n := range m.count {
-		if m.complete && n != 0 {
+		if n != 0 {
 			return fmt.Errorf("%d requests of handle %d without a reply before the disconnect", n, h)
 		}
 	}

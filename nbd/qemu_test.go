@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -156,5 +157,42 @@ func TestQemuIOReadError(t *testing.T) {
 	}
 	if err := ts.errs.find(errFault); err == nil {
 		t.Errorf("reported %v", ts.errs.all())
+	}
+}
+
+// BenchmarkQemuConvert measures qemu-img convert of a 256 MiB qcow2 image
+// of random data to raw: from the export (canga's qcow2 reader behind this
+// server), from an export of the same content as a raw file (the server's
+// own cost), and from the qcow2 file (qemu's own reader).
+func BenchmarkQemuConvert(b *testing.B) {
+	testkit.Need(b, "qemu-img")
+	dir := b.TempDir()
+	raw := filepath.Join(dir, "random.raw")
+	f, err := os.Create(raw)
+	must(b, err)
+	_, err = io.CopyN(f, rand.NewChaCha8([32]byte{3}), 256<<20)
+	must(b, err)
+	must(b, f.Close())
+	image := filepath.Join(dir, "random.qcow2")
+	testkit.Run(b, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, image)
+	d, err := qcow2.OpenFile(image)
+	must(b, err)
+	defer d.Close()
+	ts := serve(b, "unix", d, d.Size())
+	rf, err := os.Open(raw)
+	must(b, err)
+	defer rf.Close()
+	tsRaw := serve(b, "unix", rf, d.Size())
+	out := filepath.Join(dir, "out.raw")
+	for _, bc := range []struct{ name, format, src string }{
+		{"nbd-qcow2", "raw", ts.uri()}, {"nbd-rawfile", "raw", tsRaw.uri()}, {"qcow2", "qcow2", image},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(d.Size())
+			for b.Loop() {
+				testkit.Run(b, "qemu-img", "convert", "-U", "-f", bc.format, "-O", "raw", bc.src, out)
+				os.Remove(out)
+			}
+		})
 	}
 }
