@@ -78,7 +78,7 @@ func (c *conn) serve() error {
 	ok, err := c.handshake()
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) && !c.isStopped() {
-			return fmt.Errorf("nbd: handshake not finished within %v: %w", c.s.o.handshakeTimeout, err)
+			return fmt.Errorf("handshake not finished within %v: %w", c.s.o.handshakeTimeout, err)
 		}
 		return err
 	}
@@ -225,7 +225,7 @@ func (c *conn) handshake() (bool, error) {
 			if !c.s.serves(string(data)) {
 				// The option cannot return an error: the specification has
 				// the server end the session.
-				return false, fmt.Errorf("nbd: NBD_OPT_EXPORT_NAME asked for export %q, which is not served", data)
+				return false, fmt.Errorf("NBD_OPT_EXPORT_NAME asked for export %q, which is not served", data)
 			}
 			var b [10 + zeroPadLen]byte
 			be.PutUint64(b[0:], uint64(c.s.size))

@@ -139,7 +139,7 @@ func (c *conn) reply(handle uint64, errno uint32, data []byte) error {
 	c.armWrite()
 	bufs := net.Buffers{h[:], data}
 	if _, err := bufs.WriteTo(c.nc); err != nil {
-		c.ferr = fmt.Errorf("nbd: writing a reply: %w", err)
+		c.ferr = fmt.Errorf("writing a reply: %w", err)
 		c.nc.Close()
 		c.lim.close()
 		return c.ferr
