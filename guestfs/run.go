@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -78,7 +79,23 @@ type Options struct {
 	Tools Tools
 	// BootDir is where Preflight looks for the host kernel; default /boot.
 	BootDir string
+	// LaunchTimeout bounds how long virt-customize may take to start its
+	// appliance and inspect the guest under KVM (default
+	// DefaultLaunchTimeout). Nested KVM can start qemu and then never run
+	// the guest kernel, which libguestfs waits on without end; past this
+	// bound Run stops the tool and starts again under software emulation.
+	// It does not apply once LIBGUESTFS_BACKEND_SETTINGS is set.
+	LaunchTimeout time.Duration
 }
+
+// DefaultLaunchTimeout is [Options.LaunchTimeout]'s default: the appliance
+// boots and inspects a guest in seconds under KVM, a minute or two under
+// emulation on a busy host.
+const DefaultLaunchTimeout = 4 * time.Minute
+
+// errLaunchHung is a tool stopped because its appliance did not start in
+// time.
+var errLaunchHung = errors.New("the appliance did not start in time")
 
 // ToolError is a tool that failed: its exit status and its last lines of
 // output (the guest command's own output, for a failing run command).
@@ -306,26 +323,38 @@ func Run(ctx context.Context, overlay string, plan *Plan, opts Options) error {
 
 	tools := opts.Tools.withDefaults()
 	customize, sparsify := opts.commands(overlay, commandsFile)
-	err = runTool(ctx, tools.VirtCustomize, customize, opts)
-	if launchFailed(err) && getenv(opts.Env, "LIBGUESTFS_BACKEND_SETTINGS") == "" {
-		// /dev/kvm can exist and still fail (nested virtualisation); the
-		// appliance then starts under emulation. Nothing has touched the
-		// overlay when the appliance did not start, so trying again is safe.
-		if opts.Progress != nil {
-			opts.Progress("canga: the appliance did not start with KVM; trying again with software emulation (LIBGUESTFS_BACKEND_SETTINGS=force_tcg)")
+	if getenv(opts.Env, "LIBGUESTFS_BACKEND_SETTINGS") != "" {
+		err = runTool(ctx, tools.VirtCustomize, customize, opts, 0)
+	} else {
+		launchTimeout := opts.LaunchTimeout
+		if launchTimeout <= 0 {
+			launchTimeout = DefaultLaunchTimeout
 		}
-		opts.Env = append(append([]string(nil), opts.Env...), "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")
-		err = runTool(ctx, tools.VirtCustomize, customize, opts)
+		err = runTool(ctx, tools.VirtCustomize, customize, opts, launchTimeout)
+		if launchFailed(err) {
+			// /dev/kvm can exist and still fail or hang (nested
+			// virtualisation); the appliance then starts under emulation.
+			// Nothing has touched the overlay when the appliance did not
+			// start, so trying again is safe.
+			if opts.Progress != nil {
+				opts.Progress("canga: the appliance did not start with KVM; trying again with software emulation (LIBGUESTFS_BACKEND_SETTINGS=force_tcg)")
+			}
+			opts.Env = append(append([]string(nil), opts.Env...), "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")
+			err = runTool(ctx, tools.VirtCustomize, customize, opts, 0)
+		}
 	}
 	if err != nil {
 		return err
 	}
-	return runTool(ctx, tools.VirtSparsify, sparsify, opts)
+	return runTool(ctx, tools.VirtSparsify, sparsify, opts, 0)
 }
 
 // launchFailed reports whether err is a tool's failure to start the
-// libguestfs appliance.
+// libguestfs appliance, or a tool stopped because it did not start in time.
 func launchFailed(err error) bool {
+	if errors.Is(err, errLaunchHung) {
+		return true
+	}
 	var te *ToolError
 	if !errors.As(err, &te) {
 		return false
@@ -367,9 +396,25 @@ const (
 )
 
 // runTool runs one tool, sending its output lines to opts.Progress and
-// keeping the last ones for the error.
-func runTool(ctx context.Context, tool string, args []string, opts Options) error {
+// keeping the last ones for the error. A non-zero launchTimeout stops the
+// tool with errLaunchHung when its appliance has not started by then: when
+// no line follows virt-customize's first step ("Examining the guest").
+func runTool(ctx context.Context, tool string, args []string, opts Options, launchTimeout time.Duration) error {
 	name := filepath.Base(tool)
+	var hung atomic.Bool
+	launched := func() {}
+	if launchTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		timer := time.AfterFunc(launchTimeout, func() {
+			hung.Store(true)
+			cancel()
+		})
+		defer timer.Stop()
+		launched = func() { timer.Stop() }
+	}
+	examining := false
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("guestfs: %w", err)
@@ -393,6 +438,11 @@ func runTool(ctx context.Context, tool string, args []string, opts Options) erro
 		scanErr = func() (err error) {
 			defer panics.Recover(&err, ErrInternal, func() string { return "reading the output of " + name })
 			scanLines(pr, func(line string) {
+				// The line after the first step means the appliance runs.
+				if examining {
+					launched()
+				}
+				examining = examining || strings.Contains(line, "Examining the guest")
 				tail.add(line)
 				if opts.Progress != nil {
 					opts.Progress(line)
@@ -424,6 +474,10 @@ func runTool(ctx context.Context, tool string, args []string, opts Options) erro
 	}
 	if waitErr == nil {
 		return nil
+	}
+	if hung.Load() {
+		return &ToolError{Tool: name, ExitCode: -1, Tail: tail.lines(),
+			Err: fmt.Errorf("%w: no progress %v after it began to examine the guest", errLaunchHung, launchTimeout)}
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("guestfs: %s: %w", name, ctx.Err())

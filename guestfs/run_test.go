@@ -268,6 +268,56 @@ echo "virt-customize: error: libguestfs error: guestfs_launch failed." >&2; exit
 	}
 }
 
+// Nested KVM can start qemu and never run the guest kernel: virt-customize
+// then waits without end after "Examining the guest". Run stops it after
+// LaunchTimeout and starts again under emulation; a launch that goes on
+// past its first step is never stopped, however long the rest takes.
+func TestRunLaunchHangRetriesWithTCG(t *testing.T) {
+	work := t.TempDir()
+	log := filepath.Join(work, "log")
+	body := `echo "$0 settings=$LIBGUESTFS_BACKEND_SETTINGS" >>` + log + `
+echo '[   0.0] Examining the guest ...'
+[ "$LIBGUESTFS_BACKEND_SETTINGS" = force_tcg ] || exec sleep 60
+sleep 0.3
+echo '[   5.0] Setting a random seed'
+sleep 0.5
+echo '[   9.0] Finishing off'`
+	vc := script(t, work, "virt-customize", body)
+	vs := script(t, work, "virt-sparsify", `echo "$0 settings=$LIBGUESTFS_BACKEND_SETTINGS" >>`+log)
+	plan, _ := NewPlan([]Task{{Kind: KindRun, Command: "true"}})
+	var got lines
+	t.Setenv("LIBGUESTFS_BACKEND_SETTINGS", "")
+	start := time.Now()
+	err := Run(context.Background(), newOverlay(t, work), plan, Options{
+		Tools: Tools{VirtCustomize: vc, VirtSparsify: vs}, Progress: got.add, LaunchTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("took %v: the hung tool was not stopped", d)
+	}
+	b, _ := os.ReadFile(log)
+	want := vc + " settings=\n" + vc + " settings=force_tcg\n" + vs + " settings=force_tcg\n"
+	if string(b) != want {
+		t.Errorf("runs:\n%s\nwant:\n%s", b, want)
+	}
+	if !slices.ContainsFunc(got.get(), func(l string) bool { return strings.Contains(l, "software emulation") }) {
+		t.Error("no notice of the retry")
+	}
+
+	// The same hang with emulation already forced is the user's to see:
+	// no watchdog, the caller's context ends it.
+	t.Setenv("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+	hang := script(t, work, "virt-customize-hang", "echo '[   0.0] Examining the guest ...'\nexec sleep 60\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err = Run(ctx, newOverlay(t, work), plan, Options{
+		Tools: Tools{VirtCustomize: hang, VirtSparsify: vs}, LaunchTimeout: 200 * time.Millisecond})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("forced emulation: got %v, want the caller's deadline", err)
+	}
+}
+
 func TestRunCancel(t *testing.T) {
 	work := t.TempDir()
 	vc := script(t, work, "virt-customize", "echo started\nexec sleep 60\n")
