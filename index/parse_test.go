@@ -10,7 +10,7 @@ import (
 
 	"github.com/cangallo/canga/internal/testkit"
 	"github.com/opencontainers/go-digest"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 func TestParseSpecExample(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 	"io"
 	"unicode/utf8"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Limits on what a document may make us build. yaml.v3 does not expand
