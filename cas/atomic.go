@@ -3,6 +3,7 @@ package cas
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,16 @@ import (
 // The directory of name must exist. Callers doing read-modify-write hold the
 // repository lock.
 func (s *Store) WriteFileAtomic(name string, data []byte, perm fs.FileMode) error {
+	return s.WriteAtomic(name, perm, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteAtomic is [Store.WriteFileAtomic] for content that write produces,
+// so that it need not be in memory whole (an index.yaml of 100,000 images
+// is 40 MB). An error of write leaves name as it was.
+func (s *Store) WriteAtomic(name string, perm fs.FileMode, write func(w io.Writer) error) error {
 	if err := checkName(name); err != nil {
 		return wrap("write", name, err)
 	}
@@ -25,7 +36,7 @@ func (s *Store) WriteFileAtomic(name string, data []byte, perm fs.FileMode) erro
 		return wrap("write", name, err)
 	}
 	defer tf.Discard() // no-op after the rename; cleans up on every error
-	if _, err := tf.Write(data); err != nil {
+	if err := write(tf.File); err != nil {
 		return wrap("write", name, err)
 	}
 	return wrap("write", name, s.keep(tf, name, perm, false))

@@ -601,25 +601,25 @@ func scalarText(b []byte) ([]byte, bool) {
 // value is exactly b: it does not start with an indicator or a space, does
 // not end with a space or a colon, holds no ": " and no " #", and only
 // printable characters that are not YAML line breaks or a byte order mark.
-func plainSafe(b []byte) bool {
+func plainSafe[S ~string | ~[]byte](b S) bool {
 	if len(b) == 0 || strings.IndexByte("-?:,[]{}#&*!|>'\"%@` ", b[0]) >= 0 {
 		return false
 	}
 	if c := b[len(b)-1]; c == ' ' || c == ':' {
 		return false
 	}
-	if bytes.Contains(b, []byte(": ")) || bytes.Contains(b, []byte(" #")) {
-		return false
-	}
 	for i := 0; i < len(b); {
 		if c := b[i]; c < utf8.RuneSelf {
-			if c < 0x20 || c == 0x7f {
+			switch {
+			case c < 0x20 || c == 0x7f:
 				return false
+			case c == ':' && i+1 < len(b) && b[i+1] == ' ', c == ' ' && i+1 < len(b) && b[i+1] == '#':
+				return false // ": " or " #"
 			}
 			i++
 			continue
 		}
-		r, n := utf8.DecodeRune(b[i:])
+		r, n := utf8.DecodeRuneInString(string(b[i:min(i+utf8.UTFMax, len(b))]))
 		if !printableRune(r) {
 			return false
 		}

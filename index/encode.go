@@ -240,7 +240,7 @@ func plainValue(s string) bool {
 	case "true", "True", "TRUE", "false", "False", "FALSE", "null", "Null", "NULL":
 		return false
 	}
-	return plainSafe([]byte(s))
+	return plainSafe(s)
 }
 
 // plainKey: the same for a tag, which is a key.

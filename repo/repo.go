@@ -18,9 +18,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
+	"syscall"
 
 	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/config"
@@ -53,6 +56,42 @@ type Repo struct {
 	h     *Home // for the HTTP client of a remote; nil for a Repo opened alone
 
 	changed bool // an Update wrote the index
+
+	// cached is the local index as last read or written, while
+	// index.yaml is still the file cachedAt describes: a command that
+	// resolves a name and then updates the index reads it once.
+	mu       sync.Mutex
+	cached   *index.Index
+	cachedAt fileID
+}
+
+// fileID tells versions of index.yaml apart: canga replaces it by rename,
+// so a new version is a new inode, and size and times catch a file edited
+// in place.
+type fileID struct {
+	dev, ino           uint64
+	size, mtime, ctime int64
+}
+
+func idOf(fi fs.FileInfo) (fileID, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{uint64(st.Dev), st.Ino, st.Size, st.Mtim.Nano(), st.Ctim.Nano()}, true
+}
+
+// remember caches ix as the index in the file fi, or forgets the cache.
+func (r *Repo) remember(ix *index.Index, fi fs.FileInfo) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cached = nil
+	if ix == nil {
+		return
+	}
+	if id, ok := idOf(fi); ok {
+		r.cached, r.cachedAt = ix, id
+	}
 }
 
 // Changed reports whether this Repo wrote its index.
@@ -87,6 +126,12 @@ func (r *Repo) Dir() string { return r.store.Dir() }
 // empty index. Readers need no lock: the index file is replaced by rename.
 // A remote's cached index must still carry a valid signature when its
 // configuration requires one.
+//
+// A local repository's index is read once while index.yaml does not
+// change: later calls, and Update, get the same object (an index of
+// 100,000 images takes a quarter of a second to read). Callers must not
+// change it; [Repo.Update]'s fn is the one place to, and after an Update
+// it is the index written.
 func (r *Repo) Index() (*index.Index, error) {
 	if r.conf.Remote() {
 		return r.remoteIndex()
@@ -99,12 +144,25 @@ func (r *Repo) Index() (*index.Index, error) {
 		return nil, fmt.Errorf("repository %s: %w", r.Name(), err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", r.Name(), err)
+	}
+	r.mu.Lock()
+	id, ok := idOf(fi)
+	if ok && r.cached != nil && r.cachedAt == id {
+		ix := r.cached
+		r.mu.Unlock()
+		return ix, nil
+	}
+	r.mu.Unlock()
 	// Streamed: an index of 100,000 images is 40 MB of text, which need
 	// not be in memory beside the index it makes.
 	ix, err := index.Decode(f, size)
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: %s: %w", r.Name(), IndexFile, err)
 	}
+	r.remember(ix, fi)
 	return ix, nil
 }
 
@@ -124,18 +182,50 @@ func (r *Repo) Update(ctx context.Context, fn func(ix *index.Index) error) error
 	if err != nil {
 		return err
 	}
+	// ix is the cached index: a failed edit must not stay in it.
 	if err := fn(ix); err != nil {
+		r.remember(nil, nil)
 		return err
 	}
-	data, err := ix.Marshal()
+	// Written as it is encoded: 40 MB for 100,000 images, which need
+	// not be in memory beside the index.
+	var invalid error // the index's own error, not the disk's
+	err = r.store.WriteAtomic(IndexFile, indexPerm, func(w io.Writer) error {
+		ew := &errWriter{w: w}
+		err := ix.Encode(ew)
+		if err != nil && ew.err == nil {
+			invalid = err
+		}
+		return err
+	})
 	if err != nil {
-		return err
-	}
-	if err := r.store.WriteFileAtomic(IndexFile, data, 0o644); err != nil {
+		r.remember(nil, nil)
+		if invalid != nil {
+			return invalid
+		}
 		return fmt.Errorf("repository %s: %w", r.Name(), err)
 	}
 	r.changed = true
+	if fi, err := os.Lstat(filepath.Join(r.Dir(), IndexFile)); err == nil {
+		r.remember(ix, fi) // we hold the lock: it is the file just written
+	} else {
+		r.remember(nil, nil)
+	}
 	return nil
+}
+
+// errWriter remembers whether its writer failed.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // BlobPath is where an image's blob is, or would be once pulled.

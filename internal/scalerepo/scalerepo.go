@@ -130,11 +130,6 @@ const clusterCount = virtualSize / clusterSize
 // Generate writes a repository of opt.Images images into dir, which must
 // not hold one yet, and returns what it made.
 func Generate(dir string, opt Options) (*Result, error) {
-	opt = opt.withDefaults()
-	tmpls, err := makeTemplates()
-	if err != nil {
-		return nil, err
-	}
 	blobs := filepath.Join(dir, "blobs", "sha256")
 	for _, d := range []string{blobs, filepath.Join(dir, ".tmp")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -143,6 +138,35 @@ func Generate(dir string, opt Options) (*Result, error) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "index.yaml")); err == nil {
 		return nil, fmt.Errorf("scalerepo: %s has an index already", dir)
+	}
+	ix, res, err := generate(opt, func(hex string, file []byte) error {
+		return os.WriteFile(filepath.Join(blobs, hex), file, 0o444)
+	})
+	if err != nil {
+		return nil, err
+	}
+	data, err := ix.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "index.yaml"), data, 0o644); err != nil {
+		return nil, err
+	}
+	res.IndexSize = int64(len(data))
+	return res, nil
+}
+
+// Index returns the index of the repository Generate would write, without
+// writing anything: for benchmarks of the index alone.
+func Index(opt Options) (*index.Index, *Result, error) {
+	return generate(opt, func(string, []byte) error { return nil })
+}
+
+func generate(opt Options, write func(hex string, file []byte) error) (*index.Index, *Result, error) {
+	opt = opt.withDefaults()
+	tmpls, err := makeTemplates()
+	if err != nil {
+		return nil, nil, err
 	}
 	ix := index.New()
 	res := &Result{}
@@ -174,8 +198,8 @@ func Generate(dir string, opt Options) (*Result, error) {
 		id := digest.FromBytes(content)
 		blobSum := sha256.Sum256(file)
 		blobHex := hex.EncodeToString(blobSum[:])
-		if err := os.WriteFile(filepath.Join(blobs, blobHex), file, 0o444); err != nil {
-			return nil, err
+		if err := write(blobHex, file); err != nil {
+			return nil, nil, err
 		}
 		e := &index.Entry{
 			Blob:        digest.Digest("sha256:" + blobHex),
@@ -212,25 +236,17 @@ func Generate(dir string, opt Options) (*Result, error) {
 		parent, parentBlob = id, blobHex
 		depth++
 	}
-	data, err := ix.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "index.yaml"), data, 0o644); err != nil {
-		return nil, err
-	}
-	res.Images, res.Tags, res.IndexSize = len(ix.Images), len(ix.Tags), int64(len(data))
-	return res, nil
+	res.Images, res.Tags = len(ix.Images), len(ix.Tags)
+	return ix, res, nil
 }
 
 // cangafile is a small Cangafile mapping, as `canga build` records.
 func cangafile(i int) *yaml.Node {
-	var n yaml.Node
-	src := fmt.Sprintf("from: ci/base:latest\nrun:\n  - apt-get install -y build-%d\n  - echo done\n", i)
-	if err := yaml.Unmarshal([]byte(src), &n); err != nil {
-		panic(err) // a constant document
-	}
-	return n.Content[0]
+	str := func(s string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s} }
+	run := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Content: []*yaml.Node{
+		str(fmt.Sprintf("apt-get install -y build-%d", i)), str("echo done")}}
+	return &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Content: []*yaml.Node{
+		str("from"), str("ci/base:latest"), str("run"), run}}
 }
 
 // oneCluster is a disk whose cluster k is data and the rest unallocated.
@@ -239,7 +255,7 @@ type oneCluster struct {
 	k       int
 }
 
-func (d *oneCluster) Size() int64 { return int64(len(d.content)) }
+func (d *oneCluster) Size() int64  { return int64(len(d.content)) }
 func (d *oneCluster) Close() error { return nil }
 func (d *oneCluster) ReadAt(p []byte, off int64) (int, error) {
 	if off >= int64(len(d.content)) {
