@@ -64,6 +64,25 @@ func (s *Store) KeepFile(t *TempFile, name string, perm fs.FileMode) error {
 	return wrap("keep", name, s.keep(t, name, perm, true))
 }
 
+// ReplaceFile makes the temp file t, complete, the file name of the
+// repository (as [Store.KeepFile] names it), replacing what is there: what
+// [Store.WriteAtomic] does for content that was first written to a temp
+// file and checked there (a fetched index.yaml, verified before it
+// replaces the cached one). t is consumed in every case.
+func (s *Store) ReplaceFile(t *TempFile, name string, perm fs.FileMode) error {
+	if t == nil {
+		return wrap("replace", name, errors.New("nil temp file"))
+	}
+	defer t.Discard()
+	if err := checkName(name); err != nil {
+		return wrap("replace", name, err)
+	}
+	if t.s != s {
+		return wrap("replace", name, errors.New("temp file of another store"))
+	}
+	return wrap("replace", name, s.keep(t, name, perm, false))
+}
+
 // keep publishes t as name, holding t's lock so that gc cannot take the
 // temp file away before the rename, and then releases t.
 func (s *Store) keep(t *TempFile, name string, perm fs.FileMode, noReplace bool) error {

@@ -65,12 +65,15 @@ type Repo struct {
 	cachedAt fileID
 }
 
-// fileID tells versions of index.yaml apart: canga replaces it by rename,
-// so a new version is a new inode, and size and times catch a file edited
-// in place.
+// fileID tells versions of a file (index.yaml, its signature) apart:
+// canga replaces them by rename, so a new version is a new inode, and
+// size and times catch a file edited in place.
 type fileID struct {
-	dev, ino           uint64
-	size, mtime, ctime int64
+	Dev   uint64 `json:"dev"`
+	Ino   uint64 `json:"ino"`
+	Size  int64  `json:"size"`
+	Mtime int64  `json:"mtime"`
+	Ctime int64  `json:"ctime"`
 }
 
 func idOf(fi fs.FileInfo) (fileID, bool) {
@@ -79,6 +82,15 @@ func idOf(fi fs.FileInfo) (fileID, bool) {
 		return fileID{}, false
 	}
 	return fileID{uint64(st.Dev), st.Ino, st.Size, st.Mtim.Nano(), st.Ctim.Nano()}, true
+}
+
+// idOfPath is the identity of the file at p, ok false if there is none.
+func idOfPath(p string) (fileID, bool) {
+	fi, err := os.Lstat(p)
+	if err != nil || !fi.Mode().IsRegular() {
+		return fileID{}, false
+	}
+	return idOf(fi)
 }
 
 // remember caches ix as the index in the file fi, or forgets the cache.
