@@ -145,4 +145,5 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 	echo
 	echo "$table"
 } >"$results"
+"$here/scale.sh" "$canga" >>"$results"
 echo "bench: wrote $results" >&2

@@ -144,7 +144,7 @@ func TestFetchConditional(t *testing.T) {
 					if !bytes.Equal(readFile(t, filepath.Join(r.Dir(), IndexFile)), second) || !bytes.Equal(readFile(t, filepath.Join(r.Dir(), SigFile)), newSig) {
 						t.Fatal("the cache is not the new pair")
 					}
-					f = fetch(want)
+					fetch(want)
 
 					// Signed again, by bob: a new signature of the same index.
 					bob.sign(t, dir)
