@@ -22,16 +22,23 @@ static:
 deps:
 	scripts/deps.sh
 
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 test: deps
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 	$(GO) test -count=1 -timeout 60m ./...
 
 test-short:
 	$(GO) test -short -count=1 ./...
 
+# The inflate benchmark decodes every compressed cluster of bench/mkimage.sh's
+# disk with canga's decoder and with klauspost/compress/flate; run.sh puts
+# its medians into bench/RESULTS.md.
 bench: deps static
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./qcow2/... ./cas/...
-	bench/run.sh $(BIN)
+	$(GO) test -run '^$$' -bench . -skip '^BenchmarkInflateClusters$$' -benchmem -benchtime 3x ./qcow2/... ./cas/...
+	$(GO) test -run '^$$' -bench '^BenchmarkInflateClusters$$' -count 5 -timeout 30m ./qcow2/ | tee bin/inflate-bench.txt
+	INFLATE_BENCH=bin/inflate-bench.txt bench/run.sh $(BIN)
 
 # Every fuzz target for FUZZTIME each.
 fuzz:

@@ -1,6 +1,6 @@
 #!/bin/bash
 # scale.sh [CANGA]: the table of issue 11 on a repository of 100,000 images
-# (IMAGES), made by bench/scalegen (internal/scalerepo): chains of depth 1
+# (IMAGES), made by cmd/scalegen (internal/scalerepo): chains of depth 1
 # to 20, every fifth image tagged, every fiftieth with a cangafile. Its
 # blobs are real qcow2 files, 3 KiB each (512-byte clusters, 4 KiB
 # virtual, one data cluster of their own), named by their SHA-256, each
@@ -28,7 +28,7 @@ for t in /usr/bin/time python3 curl go; do
 done
 
 echo "== scale: generating $images images" >&2
-(cd "$here/.." && go build -o "$work/scalegen" ./bench/scalegen)
+(cd "$here/.." && go build -o "$work/scalegen" ./cmd/scalegen)
 gen_start=$(date +%s.%N)
 "$work/scalegen" -images "$images" "$work/pub" >"$work/vars"
 gen_time=$(awk -v a="$gen_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
@@ -158,7 +158,7 @@ cat <<EOF
 
 ## Scale: $IMAGES images (bench/scale.sh, issue 11)
 
-Repository made by bench/scalegen in ${gen_time} s: $IMAGES images in chains of 1 to $DEPTH, $TAGS tags,
+Repository made by cmd/scalegen in ${gen_time} s: $IMAGES images in chains of 1 to $DEPTH, $TAGS tags,
 index.yaml of $((INDEX_SIZE / 1048576)) MiB, $blobs blobs (real qcow2, 3 KiB each). Median of $runs runs after a
 warm-up, peak RSS the largest; load average at the end: $load (other work shares the machine).
 

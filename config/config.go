@@ -34,6 +34,16 @@ type Config struct {
 	File        string // absolute path of config.yaml
 	DefaultRepo string // always the name of one of Repos
 	Repos       []Repo // in the order of the file
+	// SigningKey is signing_key: the SSH key canga sign uses when none is
+	// given (a private key, or a .pub whose key ssh-agent holds), as
+	// git's user.signingKey. Empty when not set.
+	SigningKey string
+	// AllowedSigners is the top-level allowed_signers: the file canga
+	// verify checks against when neither the command nor the
+	// repository's own entry names one, as git's
+	// gpg.ssh.allowedSignersFile. It makes no signature mandatory: only a
+	// repository's own allowed_signers does.
+	AllowedSigners string
 }
 
 // Repo is one configured repository. Paths are absolute, with "~"
@@ -273,13 +283,21 @@ func parse(home, file string, data []byte) (c *Config, doc *yaml.Node, err error
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, _ := yamlnode.Deref(root.Content[i])
 		v, _ := yamlnode.Deref(root.Content[i+1])
+		var err error
 		switch k.Value {
 		case "default_repo":
 			defaultN = v
 		case "repos":
 			reposN = v
+		case "signing_key":
+			c.SigningKey, err = pathValue(home, k.Value, v, fail)
+		case "allowed_signers":
+			c.AllowedSigners, err = pathValue(home, k.Value, v, fail)
 		default:
-			return nil, nil, fail(k, "unknown key %s (want default_repo, repos)", quote(k.Value))
+			return nil, nil, fail(k, "unknown key %s (want default_repo, repos, signing_key, allowed_signers)", quote(k.Value))
+		}
+		if err != nil {
+			return nil, nil, err
 		}
 	}
 	if reposN == nil || yamlnode.IsNull(reposN) {
@@ -331,24 +349,10 @@ func parseRepo(home, name string, v *yaml.Node, fail func(*yaml.Node, string, ..
 		return r, fail(v, "repos.%s: want a mapping with path, url, allowed_signers", name)
 	}
 	text := func(n *yaml.Node, key string) (string, error) {
-		if n.Kind != yaml.ScalarNode || n.Value == "" || yamlnode.IsNull(n) {
-			return "", fail(n, "repos.%s.%s: want a non-empty string", name, key)
-		}
-		return n.Value, nil
+		return textValue("repos."+name+"."+key, n, fail)
 	}
 	path := func(n *yaml.Node, key string) (string, error) {
-		s, err := text(n, key)
-		if err != nil {
-			return "", err
-		}
-		p, err := expandTilde(s)
-		if err != nil {
-			return "", fail(n, "repos.%s.%s: %s: %v", name, key, quote(s), err)
-		}
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(home, p)
-		}
-		return filepath.Clean(p), nil
+		return pathValue(home, "repos."+name+"."+key, n, fail)
 	}
 	for i := 0; i+1 < len(v.Content); i += 2 {
 		k, _ := yamlnode.Deref(v.Content[i])
@@ -385,6 +389,30 @@ func parseRepo(home, name string, v *yaml.Node, fail func(*yaml.Node, string, ..
 		r.Path = filepath.Join(home, name)
 	}
 	return r, nil
+}
+
+// textValue reads a non-empty string; key names it in the error.
+func textValue(key string, n *yaml.Node, fail func(*yaml.Node, string, ...any) error) (string, error) {
+	if n.Kind != yaml.ScalarNode || n.Value == "" || yamlnode.IsNull(n) {
+		return "", fail(n, "%s: want a non-empty string", key)
+	}
+	return n.Value, nil
+}
+
+// pathValue reads a path: "~" expanded, relative to the home.
+func pathValue(home, key string, n *yaml.Node, fail func(*yaml.Node, string, ...any) error) (string, error) {
+	s, err := textValue(key, n, fail)
+	if err != nil {
+		return "", err
+	}
+	p, err := expandTilde(s)
+	if err != nil {
+		return "", fail(n, "%s: %s: %v", key, quote(s), err)
+	}
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(home, p)
+	}
+	return filepath.Clean(p), nil
 }
 
 func checkURL(s string) error {

@@ -350,3 +350,52 @@ func TestAddRepo(t *testing.T) {
 		t.Errorf("home holds %v", entries)
 	}
 }
+
+// signing_key and allowed_signers at the top level are canga sign's and
+// canga verify's defaults: paths like a repository's, kept by AddRepo.
+func TestConfigSigningDefaults(t *testing.T) {
+	user := t.TempDir()
+	t.Setenv("HOME", user)
+	home := writeConfig(t, `signing_key: ~/.ssh/id_ecdsa
+allowed_signers: keys/allowed_signers
+repos:
+  default: {}
+`)
+	c, err := Load(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(user, ".ssh", "id_ecdsa"); c.SigningKey != want {
+		t.Errorf("SigningKey = %q, want %q", c.SigningKey, want)
+	}
+	if want := filepath.Join(home, "keys", "allowed_signers"); c.AllowedSigners != want {
+		t.Errorf("AllowedSigners = %q, want %q", c.AllowedSigners, want)
+	}
+	if r, _ := c.Repo(""); r.AllowedSigners != "" {
+		t.Errorf("the top-level allowed_signers leaked into the default repository: %+v", r)
+	}
+	if err := c.AddRepo("other", Spec{}); err != nil {
+		t.Fatal(err)
+	}
+	if c.SigningKey == "" || c.AllowedSigners == "" {
+		t.Errorf("AddRepo lost the top-level keys: %+v", c)
+	}
+
+	bare, err := Load(writeConfig(t, "repos: {default: {}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bare.SigningKey != "" || bare.AllowedSigners != "" {
+		t.Errorf("unset keys: %+v", bare)
+	}
+
+	for _, tc := range []struct{ text, sub string }{
+		{"signing_key:\nrepos: {default: {}}\n", "signing_key: want a non-empty string"},
+		{"allowed_signers: [a]\nrepos: {default: {}}\n", "allowed_signers: want a non-empty string"},
+		{"signing_key: ~bob/k\nrepos: {default: {}}\n", "~user paths are not supported"},
+		{"signing_keys: k\nrepos: {default: {}}\n", `unknown key "signing_keys"`},
+	} {
+		_, err := Load(writeConfig(t, tc.text))
+		testkit.WantErr(t, err, []error{ErrConfig}, tc.sub, "line 1:")
+	}
+}

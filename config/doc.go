@@ -9,5 +9,8 @@
 // allowed_signers must not silently turn signature checks off), except
 // Cangallo's type: local|remote; a repository without path lives in
 // HOME/NAME; two repositories may not share a path; url must be http or
-// https; a missing default_repo means "default".
+// https; a missing default_repo means "default". Two more top-level keys
+// are the defaults of canga sign and verify, as git's user.signingKey and
+// gpg.ssh.allowedSignersFile: signing_key ([Config.SigningKey]) and
+// allowed_signers ([Config.AllowedSigners]), paths like a repository's.
 package config

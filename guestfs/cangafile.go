@@ -16,6 +16,10 @@ import (
 // ErrInvalid is wrapped by every error about the content of a Cangafile.
 var ErrInvalid = errors.New("guestfs: invalid Cangafile")
 
+// ErrInternal means canga met a bug of its own (a panic) while it ran a
+// tool.
+var ErrInternal = errors.New("guestfs: internal error")
+
 // MaxCangafileSize bounds what [ParseFile] reads: a Cangafile is a short
 // list of tasks, and big files belong in a `copy` source.
 const MaxCangafileSize = 1 << 20

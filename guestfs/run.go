@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cangallo/canga/internal/panics"
 )
 
 // Errors of [Preflight] and [Run] that callers may branch on.
@@ -385,14 +387,21 @@ func runTool(ctx context.Context, tool string, args []string, opts Options) erro
 
 	tail := newTail(tailLines)
 	done := make(chan struct{})
+	var scanErr error // a panic of the scanner (or of Progress), once done is closed
 	go func() {
 		defer close(done)
-		scanLines(pr, func(line string) {
-			tail.add(line)
-			if opts.Progress != nil {
-				opts.Progress(line)
-			}
-		})
+		scanErr = func() (err error) {
+			defer panics.Recover(&err, ErrInternal, func() string { return "reading the output of " + name })
+			scanLines(pr, func(line string) {
+				tail.add(line)
+				if opts.Progress != nil {
+					opts.Progress(line)
+				}
+			})
+			return nil
+		}()
+		// After a panic, the tool must not block on a full pipe.
+		_, _ = io.Copy(io.Discard, pr)
 	}()
 
 	err = cmd.Start()
@@ -409,6 +418,9 @@ func runTool(ctx context.Context, tool string, args []string, opts Options) erro
 	case <-time.After(waitDelay):
 		pr.Close()
 		<-done
+	}
+	if scanErr != nil {
+		return scanErr
 	}
 	if waitErr == nil {
 		return nil

@@ -325,3 +325,18 @@ func TestRunBadOverlay(t *testing.T) {
 		t.Errorf("colon temp dir: %v", err)
 	}
 }
+
+// TestRunOutputPanic: a panic in the goroutine that reads a tool's output
+// (here, in the Progress callback) is an error, not a crash.
+func TestRunOutputPanic(t *testing.T) {
+	work := t.TempDir()
+	vc := script(t, work, "virt-customize", "echo hello; echo world")
+	plan, _ := NewPlan([]Task{{Kind: KindRun, Command: "true"}})
+	err := Run(context.Background(), newOverlay(t, work), plan, Options{
+		Progress: func(string) { panic("a bug in Progress") },
+		Tools:    Tools{VirtCustomize: vc, VirtSparsify: "true"},
+	})
+	if !errors.Is(err, ErrInternal) || !strings.Contains(err.Error(), "a bug in Progress") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cangallo/canga/qcow2"
 	"github.com/opencontainers/go-digest"
 	"go.yaml.in/yaml/v3"
 )
@@ -415,11 +416,11 @@ func (d *decoder) value(e *Entry, have *haveFields, key string, val []byte) bool
 	case "compression":
 		switch string(val) {
 		case "zlib":
-			e.Compression = CompressionZlib
+			e.Compression = qcow2.CompressionZlib
 		case "zstd":
-			e.Compression = CompressionZstd
+			e.Compression = qcow2.CompressionZstd
 		case "none":
-			e.Compression = CompressionNone
+			e.Compression = qcow2.CompressionNone
 		default:
 			return false
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cangallo/canga/qcow2"
 	"github.com/opencontainers/go-digest"
 	"go.yaml.in/yaml/v3"
 )
@@ -114,13 +115,13 @@ func richIndex(t testing.TB) *Index {
 	}
 	created := time.Date(2026, 11, 25, 17, 0, 0, 0, time.UTC)
 	put(t, x, idBase, &Entry{Blob: blobBase, BlobSize: 302292992, VirtualSize: 2361393152, ClusterSize: 65536,
-		Compression: CompressionZstd, Created: created, Description: "Ubuntu 16.04 base", OS: "16.04",
+		Compression: qcow2.CompressionZstd, Created: created, Description: "Ubuntu 16.04 base", OS: "16.04",
 		Extra: []Field{{"labels", node("{b: 2, a: [1, 2]}")}, {"zeta", node("'x: y'")}}})
 	put(t, x, idOne, &Entry{Blob: blobOne, BlobSize: 14819328, Parent: idBase, VirtualSize: 2361393152,
-		ClusterSize: 512, Compression: CompressionZlib, Created: created.Add(1500 * time.Millisecond),
+		ClusterSize: 512, Compression: qcow2.CompressionZlib, Created: created.Add(1500 * time.Millisecond),
 		Description: "OpenNebula Compatible Ubuntu 16.04: built\nby canga", OS: "Ubuntu 16.04",
 		Cangafile: node("parent: ubuntu:16.04\ntasks:\n  - run: |\n      a\n\n      b\n  - change: {file: /x, regexp: '^#?P.*', text: 'P no'}\n")})
-	put(t, x, idAlpine, &Entry{Blob: blobAlp, BlobSize: 5, VirtualSize: 0, Parent: idOne, Compression: CompressionNone,
+	put(t, x, idAlpine, &Entry{Blob: blobAlp, BlobSize: 5, VirtualSize: 0, Parent: idOne, Compression: qcow2.CompressionNone,
 		Created: time.Date(1, 1, 1, 0, 0, 0, 1, time.UTC), Description: "élan ☃ 'quoted' \"double\" \\ # not: a comment", OS: "null"})
 	for tag, id := range map[string]digest.Digest{"ubuntu:16.04": idBase, "ubuntu/one:16.04": idOne, "1.0": idOne,
 		"null": idAlpine, "yes": idAlpine, "a": idBase, "42": idBase, "x:": idOne} {

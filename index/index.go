@@ -6,26 +6,13 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cangallo/canga/qcow2"
 	"github.com/opencontainers/go-digest"
 	"go.yaml.in/yaml/v3"
 )
 
 // Version is the index.yaml version this package writes.
 const Version = 1
-
-// Compression of the clusters of a stored qcow2 blob.
-type Compression string
-
-const (
-	CompressionNone Compression = "none"
-	CompressionZlib Compression = "zlib"
-	CompressionZstd Compression = "zstd"
-)
-
-// Valid reports whether c is one of the values SPEC §2 allows.
-func (c Compression) Valid() bool {
-	return c == CompressionNone || c == CompressionZlib || c == CompressionZstd
-}
 
 // qcow2's own limits on the cluster size.
 const (
@@ -35,13 +22,13 @@ const (
 
 // Entry is one image of an index, keyed by its image ID.
 type Entry struct {
-	Blob        digest.Digest // blob digest; empty only for a Cangallo entry (see Legacy)
-	BlobSize    int64         // bytes of the blob
-	Parent      digest.Digest // image ID of the parent; empty for a base image
-	VirtualSize int64         // guest-visible bytes
-	ClusterSize int64         // 0 when unknown
-	Compression Compression   // empty when unknown
-	Created     time.Time     // UTC; zero when unknown
+	Blob        digest.Digest     // blob digest; empty only for a Cangallo entry (see Legacy)
+	BlobSize    int64             // bytes of the blob
+	Parent      digest.Digest     // image ID of the parent; empty for a base image
+	VirtualSize int64             // guest-visible bytes
+	ClusterSize int64             // 0 when unknown
+	Compression qcow2.Compression // empty when unknown
+	Created     time.Time         // UTC; zero when unknown
 	Description string
 	OS          string
 	// Cangafile is the mapping node of the Cangafile a built image came

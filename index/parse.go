@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cangallo/canga/qcow2"
 	"github.com/opencontainers/go-digest"
 	"go.yaml.in/yaml/v3"
 )
@@ -421,7 +422,7 @@ func (p *parser) entryField(e *Entry, have *haveFields, key string, kn, v *yaml.
 	case "compression":
 		var s string
 		if s, err = p.text(v, fp); err == nil {
-			e.Compression = Compression(s)
+			e.Compression = qcow2.Compression(s)
 			if s != "" && !e.Compression.Valid() {
 				err = p.fail(v, fp, nil, "%s: want zlib, zstd or none", quote(s))
 			}

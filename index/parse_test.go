@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cangallo/canga/internal/testkit"
+	"github.com/cangallo/canga/qcow2"
 	"github.com/opencontainers/go-digest"
 	"go.yaml.in/yaml/v3"
 )
@@ -24,7 +25,7 @@ func TestParseSpecExample(t *testing.T) {
 	one := x.Images[idOne]
 	want := Entry{
 		Blob: blobOne, BlobSize: 14819328, Parent: idBase, VirtualSize: 2361393152,
-		ClusterSize: 65536, Compression: CompressionZlib,
+		ClusterSize: 65536, Compression: qcow2.CompressionZlib,
 		Created:     time.Date(2026, 11, 25, 17, 0, 0, 0, time.UTC),
 		Description: "OpenNebula Compatible Ubuntu 16.04", OS: "Ubuntu 16.04",
 	}
@@ -55,7 +56,7 @@ func TestParseSpecExample(t *testing.T) {
 	if want := time.Date(2026, 11, 24, 8, 30, 15, 250e6, time.UTC); !base.Created.Equal(want) || base.Created.Location() != time.UTC {
 		t.Errorf("base created = %v", base.Created)
 	}
-	if base.OS != "16.04" || base.Parent != "" || base.Compression != CompressionZstd {
+	if base.OS != "16.04" || base.Parent != "" || base.Compression != qcow2.CompressionZstd {
 		t.Errorf("base = %+v", base)
 	}
 	if x.Tags["ubuntu:16.04"] != idBase || x.Tags["ubuntu/one:16.04"] != idOne {
@@ -362,9 +363,9 @@ func TestRoundTrip(t *testing.T) {
 		}},
 		{"chain with tags", func(x *Index) {
 			put(t, x, idBase, &Entry{Blob: blobBase, BlobSize: 302292992, VirtualSize: 2361393152, ClusterSize: 65536,
-				Compression: CompressionZstd, Created: created, OS: "Ubuntu 16.04"})
+				Compression: qcow2.CompressionZstd, Created: created, OS: "Ubuntu 16.04"})
 			put(t, x, idOne, &Entry{Blob: blobOne, BlobSize: 14819328, Parent: idBase, VirtualSize: 2361393152,
-				ClusterSize: 2 << 20, Compression: CompressionNone, Created: created.Add(1500 * time.Millisecond),
+				ClusterSize: 2 << 20, Compression: qcow2.CompressionNone, Created: created.Add(1500 * time.Millisecond),
 				Description: "OpenNebula Compatible Ubuntu 16.04",
 				Cangafile:   cf("parent: ubuntu:16.04\ntasks:\n  - run: |\n      a\n      b\n  - change: {file: /x, regexp: '^#?P.*', text: 'P no'}\n")})
 			put(t, x, idAlpine, &Entry{Blob: blobAlp, BlobSize: 5, VirtualSize: 512, Parent: idOne})
@@ -411,9 +412,9 @@ func put(t testing.TB, x *Index, id digest.Digest, e *Entry) {
 func TestMarshalGolden(t *testing.T) {
 	x := New()
 	put(t, x, idBase, &Entry{Blob: blobBase, BlobSize: 302292992, VirtualSize: 2361393152,
-		ClusterSize: 65536, Compression: CompressionZstd, Created: time.Date(2026, 11, 24, 9, 30, 0, 0, time.UTC)})
+		ClusterSize: 65536, Compression: qcow2.CompressionZstd, Created: time.Date(2026, 11, 24, 9, 30, 0, 0, time.UTC)})
 	put(t, x, idOne, &Entry{Blob: blobOne, BlobSize: 14819328, Parent: idBase, VirtualSize: 2361393152,
-		ClusterSize: 65536, Compression: CompressionZlib, Created: time.Date(2026, 11, 25, 18, 0, 0, 0, time.FixedZone("CET", 3600)),
+		ClusterSize: 65536, Compression: qcow2.CompressionZlib, Created: time.Date(2026, 11, 25, 18, 0, 0, 0, time.FixedZone("CET", 3600)),
 		Description: "OpenNebula Compatible Ubuntu 16.04", OS: "16.04",
 		Cangafile: &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
 			{Kind: yaml.ScalarNode, Value: "parent"}, {Kind: yaml.ScalarNode, Value: "ubuntu:16.04"},

@@ -3,6 +3,8 @@ package qcow2
 import (
 	"container/list"
 	"sync"
+
+	"github.com/cangallo/canga/internal/panics"
 )
 
 // cache is a bounded LRU of immutable byte slices (L2 tables, decompressed
@@ -51,7 +53,7 @@ func (c *cache) get(key cacheKey, load func() ([]byte, error)) ([]byte, error) {
 	c.items[key] = c.lru.PushFront(it)
 	c.mu.Unlock()
 
-	it.data, it.err = load()
+	it.data, it.err = safeLoad(load)
 	close(it.done)
 
 	c.mu.Lock()
@@ -68,6 +70,13 @@ func (c *cache) get(key cacheKey, load func() ([]byte, error)) ([]byte, error) {
 	c.bytes += int64(len(it.data))
 	c.evict()
 	return it.data, nil
+}
+
+// safeLoad calls load and turns a panic into an error: a load that never
+// ended would leave every reader of its key waiting forever.
+func safeLoad(load func() ([]byte, error)) (data []byte, err error) {
+	defer panics.Recover(&err, ErrInternal, func() string { return "loading a table or a cluster" })
+	return load()
 }
 
 // evict drops least recently used slices that have finished loading until

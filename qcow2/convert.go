@@ -26,24 +26,19 @@ const ZstdClusterSize = 256 << 10
 
 // DefaultClusterSizeFor is the cluster size [Convert] uses for a
 // compression when the options give none.
-func DefaultClusterSizeFor(compression string) int64 {
-	if compression == CompressZstd {
+func DefaultClusterSizeFor(c Compression) int64 {
+	if c == CompressionZstd {
 		return ZstdClusterSize
 	}
 	return DefaultClusterSize
 }
 
-// Compression names accepted by [ConvertOptions].
-const (
-	CompressNone = ""
-	CompressZlib = "zlib"
-	CompressZstd = "zstd"
-)
-
 // ConvertOptions describes the qcow2 image [Convert] writes.
 type ConvertOptions struct {
-	ClusterSize int64  // a power of two from 512 bytes to 2 MiB; default [DefaultClusterSizeFor]
-	Compression string // CompressNone, CompressZlib or CompressZstd
+	ClusterSize int64 // a power of two from 512 bytes to 2 MiB; default [DefaultClusterSizeFor]
+	// Compression of the clusters; the zero value "" means
+	// [CompressionNone], as does CompressionNone.
+	Compression Compression
 
 	// BackingFile and BackingFormat go into the header as given.
 	BackingFile   string
@@ -111,13 +106,8 @@ func Convert(ctx context.Context, w io.WriterAt, src Disk, opt ConvertOptions) (
 	for int64(1)<<clusterBits < cs {
 		clusterBits++
 	}
-	var ctype uint8
-	switch opt.Compression {
-	case CompressNone, CompressZlib:
-	case CompressZstd:
-		ctype = CompressionZstd
-	default:
-		return ConvertStats{}, fmt.Errorf("qcow2: unknown compression %q (zlib or zstd)", opt.Compression)
+	if opt.Compression != "" && !opt.Compression.Valid() {
+		return ConvertStats{}, fmt.Errorf("qcow2: unknown compression %q (want zlib, zstd or none)", opt.Compression)
 	}
 	size := src.Size()
 	hdr := Header{ClusterBits: clusterBits}
@@ -144,11 +134,11 @@ func Convert(ctx context.Context, w io.WriterAt, src Disk, opt ConvertOptions) (
 	// before it is found not to shrink.
 	outBufs := newBufferPool(jobBuffers(workers), int(chunk)+perChunk*64)
 
-	l := newLayout(w, size, clusterBits, ctype)
+	l := newLayout(w, size, clusterBits, headerCompression(opt.Compression))
 	var st ConvertStats
 	st.VirtualSize = size
 	nChunks := (size + chunk - 1) / chunk
-	err := runOrdered(ctx, nChunks, workers,
+	err := runOrdered(ctx, nChunks, workers, chunkJob("converting", src, chunk),
 		func(ctx context.Context, worker int, i int64) (convertedChunk, error) {
 			return convertChunk(ctx, src, &opt, comps[worker], inBufs, baseBufs, outBufs, i*chunk, min(chunk, size-i*chunk), cs)
 		},
@@ -339,18 +329,18 @@ type compressor struct {
 // its time.
 const DeflateLevel = 5
 
-func newCompressor(name string, clusterSize int) (*compressor, error) {
+func newCompressor(name Compression, clusterSize int) (*compressor, error) {
 	c := &compressor{}
 	switch name {
-	case CompressNone:
+	case "", CompressionNone:
 		return nil, nil
-	case CompressZlib:
+	case CompressionZlib:
 		w, err := flate.NewWriter(&c.sink, DeflateLevel)
 		if err != nil {
 			return nil, err
 		}
 		c.zlib = w
-	case CompressZstd:
+	case CompressionZstd:
 		// Large clusters compress well at the fastest level (see
 		// ZstdClusterSize); small ones need the default level to stay
 		// near qemu's size.

@@ -35,9 +35,9 @@ var (
 func decompressCluster(typ uint8, dst, src []byte) error {
 	var err error
 	switch typ {
-	case CompressionZlib:
+	case headerCompressionZlib:
 		err = inflateCluster(dst, src)
-	case CompressionZstd:
+	case headerCompressionZstd:
 		err = unzstd(dst, src)
 	default:
 		err = fmt.Errorf("compression type %d", typ)
@@ -57,13 +57,15 @@ func unzstd(dst, src []byte) error {
 	if !ok {
 		return fmt.Errorf("zstd decoder: %v", v)
 	}
-	defer zstdPool.Put(d)
+	// Not deferred: a decoder that panicked is not reused.
 	if err := d.Reset(onlyReader{bytes.NewReader(src)}); err != nil {
+		zstdPool.Put(d)
 		return err
 	}
 	_, err := io.ReadFull(d, dst)
 	// Drop the reference to src so the pool does not keep it alive.
 	_ = d.Reset(nil)
+	zstdPool.Put(d)
 	if errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}

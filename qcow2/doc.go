@@ -10,7 +10,14 @@
 // at most 8 MiB, a header no longer than a cluster, a backing file name of
 // at most 1023 bytes) and, where it names a place in the file, against the
 // file's size. Nothing is allocated from an unchecked number, and bad input
-// is an error, never a panic. [Image] and [Raw] implement [Disk]: an
+// is an error, never a panic; should a bug panic all the same while an
+// image is read, the panic becomes an error wrapping [ErrInternal] that
+// names the image and the guest offset. A compressed cluster decodes into
+// exactly one cluster, as in qemu: zstd with klauspost/compress, deflate
+// with canga's own decoder, which accepts and refuses exactly the streams
+// that qemu's zlib does (FuzzInflate compares the two). L1 and L2 entries
+// have one codec (l2entry.go) that the reader, the writer and the checker
+// share. [Image] and [Raw] implement [Disk]: an
 // [io.ReaderAt] over the guest-visible content that is safe for concurrent
 // use and that can describe which ranges hold data ([Disk.Extent]), so
 // callers skip I/O for holes. [OpenFile] opens an image with its backing
@@ -21,7 +28,7 @@
 // what qemu-img check reports, with the same counts.
 //
 // Writing: [Convert] writes any [Disk] as a qcow2 version 3 image,
-// uncompressed or compressed (zlib, zstd) on all cores, or as a delta
+// uncompressed or compressed ([Compression]: zlib, zstd) on all cores, or as a delta
 // against a base; [Create] writes an empty image; [SetBacking] rewrites the
 // backing file name in place (qemu-img rebase -u). Everything written
 // passes qemu-img check with no errors and no leaks.

@@ -115,7 +115,7 @@ func FuzzConvertRoundTrip(f *testing.F) {
 				}
 			}
 		}
-		comp := []string{CompressNone, CompressZlib, CompressZstd}[mode/4%3]
+		comp := []Compression{CompressionNone, CompressionZlib, CompressionZstd}[mode/4%3]
 		delta := mode&0x80 != 0
 		baseDisk := NewRaw(bytes.NewReader(base), size)
 		src := NewRaw(bytes.NewReader(top), size)

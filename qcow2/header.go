@@ -42,12 +42,6 @@ const (
 	AutoclearRawDataFile = 1 << 1
 )
 
-// Compression types of the header's compression_type field.
-const (
-	CompressionZlib uint8 = 0 // raw deflate, called "zlib" by qemu
-	CompressionZstd uint8 = 1
-)
-
 // Header extension types.
 const (
 	extEnd           = 0x00000000
@@ -67,6 +61,10 @@ var (
 	ErrUnsupported = errors.New("qcow2: unsupported")
 	// ErrCorrupt means the image contradicts the format.
 	ErrCorrupt = errors.New("qcow2: corrupt image")
+	// ErrInternal means canga met a bug of its own, such as a panic while
+	// it decoded an image; the error names the image and the guest
+	// offset where it could.
+	ErrInternal = errors.New("qcow2: internal error")
 )
 
 func corruptf(format string, args ...any) error {
@@ -138,12 +136,14 @@ func (h *Header) ExtendedL2() bool { return h.IncompatibleFeatures&IncompatExten
 // RefcountBits is the width of one refcount entry.
 func (h *Header) RefcountBits() int { return 1 << h.RefcountOrder }
 
-// CompressionName is "zlib" or "zstd".
-func (h *Header) CompressionName() string {
-	if h.CompressionType == CompressionZstd {
-		return "zstd"
+// Compression is the algorithm of the image's compressed clusters:
+// [CompressionZlib] or [CompressionZstd], whether or not any cluster is
+// compressed.
+func (h *Header) Compression() Compression {
+	if h.CompressionType == headerCompressionZstd {
+		return CompressionZstd
 	}
-	return "zlib"
+	return CompressionZlib
 }
 
 // l2EntryBytes is the size of one L2 entry: 8, or 16 with extended L2.
@@ -305,10 +305,10 @@ func (h *Header) validate(fileSize int64) error {
 		if h.HeaderLength <= 104 {
 			return corruptf("compression type bit set but header has no compression_type field")
 		}
-		if h.CompressionType != CompressionZstd {
+		if h.CompressionType != headerCompressionZstd {
 			return unsupportedf("compression type %d", h.CompressionType)
 		}
-	} else if h.CompressionType != CompressionZlib {
+	} else if h.CompressionType != headerCompressionZlib {
 		return corruptf("compression_type %d without the compression type feature bit", h.CompressionType)
 	}
 	if h.ExtendedL2() && h.ClusterBits < extendedL2MinBits {

@@ -6,22 +6,9 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/cangallo/canga/internal/panics"
 )
-
-// Bit layout of L1 and L2 entries (qcow2.rst "Cluster mapping").
-const (
-	offsetMask     = 0x00fffffffffffe00 // bits 9-55: host offset
-	flagCopied     = 1 << 63
-	flagCompressed = 1 << 62
-	flagZero       = 1 << 0
-)
-
-// l2Entry is the first 64 bits of an L2 entry.
-type l2Entry uint64
-
-func (e l2Entry) compressed() bool { return e&flagCompressed != 0 }
-func (e l2Entry) offset() int64    { return int64(e & offsetMask) }
-func (e l2Entry) zero() bool       { return e&flagZero != 0 }
 
 // defaultCacheBytes bounds the L2 table cache of one image or chain: enough
 // for 256 GiB of guest data at 64 KiB clusters.
@@ -41,8 +28,7 @@ type Image struct {
 	l2Bits      uint32 // log2 of entries per L2 table
 	extendedL2  bool
 	subBits     uint32 // log2 of the subcluster size
-	csizeShift  uint32 // compressed descriptor: where the sector count starts
-	l1          []uint64
+	l1          []l1Entry
 
 	name    string // for errors; set by OpenFile
 	backing Disk
@@ -93,7 +79,6 @@ func openWithHeader(ra io.ReaderAt, fileSize int64, hdr *Header, o *options) (*I
 		clusterSize: hdr.ClusterSize(),
 		l2Bits:      hdr.l2Bits(),
 		extendedL2:  hdr.ExtendedL2(),
-		csizeShift:  62 - (hdr.ClusterBits - 8),
 		backing:     o.backing,
 		tables:      o.tables,
 		inflate:     o.clusters,
@@ -116,9 +101,9 @@ func openWithHeader(ra io.ReaderAt, fileSize int64, hdr *Header, o *options) (*I
 	if _, err := ra.ReadAt(buf, int64(hdr.L1TableOffset)); err != nil && !(errors.Is(err, io.EOF) && n == 0) {
 		return nil, fmt.Errorf("qcow2: read L1 table: %w", err)
 	}
-	img.l1 = make([]uint64, n)
+	img.l1 = make([]l1Entry, n)
 	for i := range img.l1 {
-		img.l1[i] = binary.BigEndian.Uint64(buf[i*8:])
+		img.l1[i] = l1Entry(binary.BigEndian.Uint64(buf[i*8:]))
 	}
 	return img, nil
 }
@@ -232,38 +217,28 @@ func (img *Image) walk(off, n int64, fn func(segment) error) error {
 // classify emits the segments of [off, end), a range inside the cluster
 // described by entry i of table.
 func (img *Image) classify(table []byte, i, off, end int64, emit func(segment) error) error {
-	be := binary.BigEndian
-	var entry l2Entry
-	var bitmap uint64
-	if img.extendedL2 {
-		entry = l2Entry(be.Uint64(table[i*16:]))
-		bitmap = be.Uint64(table[i*16+8:])
-	} else {
-		entry = l2Entry(be.Uint64(table[i*8:]))
-	}
-	inCluster := off & (img.clusterSize - 1)
-	if entry.compressed() {
+	entry, bitmap := readL2(table, i, img.extendedL2)
+	kind := entry.kind(img.extendedL2)
+	if kind == clusterCompressed {
 		return emit(segment{off: off, n: end - off, kind: segCompressed, entry: entry})
 	}
-	host := entry.offset()
+	host := entry.hostOffset()
 	if host&(img.clusterSize-1) != 0 {
 		return corruptf("data cluster offset %#x of guest offset %#x is not cluster aligned", host, off)
 	}
 	if !img.extendedL2 {
-		switch {
-		case entry.zero():
+		switch kind {
+		case clusterZeroPlain, clusterZeroAlloc:
 			return emit(segment{off: off, n: end - off, kind: segZero})
-		case host == 0:
+		case clusterUnallocated:
 			return emit(segment{off: off, n: end - off, kind: segUnallocated})
-		default:
-			return emit(segment{off: off, n: end - off, kind: segData, host: host + inCluster})
 		}
+		return emit(segment{off: off, n: end - off, kind: segData, host: host + off&(img.clusterSize-1)})
 	}
-	alloc, zero := uint32(bitmap), uint32(bitmap>>32)
-	if alloc&zero != 0 {
+	if bitmap.alloc()&bitmap.zeros() != 0 {
 		return corruptf("subcluster of guest offset %#x is both allocated and zero", off)
 	}
-	if host == 0 && alloc != 0 {
+	if kind == clusterUnallocated && bitmap.alloc() != 0 {
 		return corruptf("subclusters of guest offset %#x are allocated in an unallocated cluster", off)
 	}
 	subSize := int64(1) << img.subBits
@@ -271,10 +246,10 @@ func (img *Image) classify(table []byte, i, off, end int64, emit func(segment) e
 		sc := (off >> img.subBits) & (subclustersPerClust - 1)
 		subEnd := min(end, (off>>img.subBits+1)<<img.subBits)
 		s := segment{off: off, n: subEnd - off, kind: segUnallocated}
-		switch {
-		case alloc&(1<<sc) != 0:
+		switch bitmap.subclusterKind(sc) {
+		case clusterNormal:
 			s.kind, s.host = segData, host+sc*subSize+off&(subSize-1)
-		case zero&(1<<sc) != 0:
+		case clusterZeroPlain:
 			s.kind = segZero
 		}
 		if err := emit(s); err != nil {
@@ -287,7 +262,7 @@ func (img *Image) classify(table []byte, i, off, end int64, emit func(segment) e
 
 // l2Table returns the L2 table of an L1 index, or nil if it has none.
 func (img *Image) l2Table(l1Index int64) ([]byte, error) {
-	off := img.l1[l1Index] & offsetMask
+	off := img.l1[l1Index].tableOffset()
 	if off == 0 {
 		return nil, nil
 	}
@@ -358,22 +333,15 @@ func (img *Image) wrap(err error) error {
 	return &LayerError{Name: img.name, Err: err}
 }
 
-// compressedRange returns where the compressed bytes of entry lie.
-func (img *Image) compressedRange(entry l2Entry) (off, n int64) {
-	desc := uint64(entry) &^ (flagCopied | flagCompressed)
-	off = int64(desc & (1<<img.csizeShift - 1))
-	sectors := int64(desc>>img.csizeShift&(1<<(img.clusterBits-8)-1)) + 1
-	return off, sectors*512 - off&511
-}
-
 func (img *Image) readCompressed(dst []byte, s segment) error {
+	guest := s.off &^ (img.clusterSize - 1)
 	if int64(len(dst)) == img.clusterSize {
-		return img.decompress(dst, s.entry)
+		return img.decompress(dst, s.entry, guest)
 	}
 	// A partial read: keep the cluster for the reads of its other parts.
 	data, err := img.inflate.get(cacheKey{img, uint64(s.entry)}, func() ([]byte, error) {
 		b := make([]byte, img.clusterSize)
-		return b, img.decompress(b, s.entry)
+		return b, img.decompress(b, s.entry, guest)
 	})
 	if err != nil {
 		return err
@@ -382,8 +350,22 @@ func (img *Image) readCompressed(dst []byte, s segment) error {
 	return nil
 }
 
-func (img *Image) decompress(dst []byte, entry l2Entry) error {
-	off, n := img.compressedRange(entry)
+// testHookDecompress, when set by a test, runs before each cluster is
+// decompressed: a panic there stands for a decoder bug.
+var testHookDecompress func()
+
+// decompress fills dst with the compressed cluster of entry, the one at
+// guest offset guest.
+func (img *Image) decompress(dst []byte, entry l2Entry, guest int64) (err error) {
+	off, n := entry.compressedRange(img.clusterBits)
+	// A decoder bug that a hostile cluster reaches must not take the
+	// process down; say which cluster it was.
+	defer panics.Recover(&err, ErrInternal, func() string {
+		return fmt.Sprintf("decompressing the cluster at guest offset %#x (%d bytes at %#x in the file)", guest, n, off)
+	})
+	if testHookDecompress != nil {
+		testHookDecompress()
+	}
 	if off >= img.fileSize {
 		// qemu would read zeros and fail to decompress them; say why.
 		return corruptf("compressed cluster at %#x lies past the end of the file (%d bytes): the image is truncated", off, img.fileSize)

@@ -12,10 +12,17 @@ import (
 // A qcow2 compressed cluster is a complete deflate stream whose output is
 // exactly one cluster, so the decoder can write straight into the caller's
 // buffer and use it as the window: no sliding window, no io.Reader, no
-// copying. Digesting a compressed image is bound by this loop, which is why
-// canga has its own instead of compress/flate's streaming reader (about
-// twice as fast here). It reads 64 bits at a time and decodes through
-// two-level lookup tables, as libdeflate does.
+// copying. It reads 64 bits at a time and decodes through two-level lookup
+// tables, as libdeflate does.
+//
+// canga has its own decoder to accept and refuse exactly what qemu's zlib
+// does (see inflateCluster): a stream zlib refuses makes qemu-img fail, so
+// it must not get an image ID, and one zlib accepts must get one. A
+// streaming decoder used as a black box cannot do that: it neither checks
+// what zlib checks in the tables of the block that fills the cluster, nor
+// reads on past the full cluster the way zlib does. FuzzInflate holds it to
+// zlib itself. It is also faster than klauspost/compress/flate's pooled
+// reader on real clusters, by about a third (bench/RESULTS.md).
 
 var (
 	errInflateCorrupt   = errors.New("corrupt deflate stream")
@@ -103,14 +110,14 @@ func fixed() ([]uint32, []uint32) {
 			}
 		}
 		ll := make([]uint32, litlenTableSize)
-		n, _ := buildTable(ll, lens[:], litlenTableBits, litlenEntry)
+		n, _ := buildTable(ll, lens[:], litlenTableBits, false, litlenEntry)
 		fixedTables.litlen = ll[:n]
 		var dl [32]uint8
 		for i := range dl {
 			dl[i] = 5
 		}
 		d := make([]uint32, distTableSize)
-		n, _ = buildTable(d, dl[:], distTableBits, distEntry)
+		n, _ = buildTable(d, dl[:], distTableBits, false, distEntry)
 		fixedTables.dist = d[:n]
 	})
 	return fixedTables.litlen, fixedTables.dist
@@ -118,8 +125,13 @@ func fixed() ([]uint32, []uint32) {
 
 // buildTable fills table with the canonical Huffman code of lens and
 // returns how many entries it used. Codes longer than tableBits go to
-// subtables of maxLen-tableBits bits under their prefix.
-func buildTable(table []uint32, lens []uint8, tableBits uint, entry func(int) uint32) (int, error) {
+// subtables of maxLen-tableBits bits under their prefix. It refuses what
+// zlib's inflate_table refuses: an over-subscribed code, and an incomplete
+// one unless it is a single one-bit code and precode is false (the code
+// length code must be complete). Entries no code maps to are invalid and
+// one bit long, like zlib's invalid-code markers: zlib reads that bit
+// before it reports the error, which matters when the input ends there.
+func buildTable(table []uint32, lens []uint8, tableBits uint, precode bool, entry func(int) uint32) (int, error) {
 	var count [maxCodeLen + 1]int
 	maxLen := 0
 	for _, l := range lens {
@@ -129,10 +141,12 @@ func buildTable(table []uint32, lens []uint8, tableBits uint, entry func(int) ui
 	count[0] = 0
 	mainSize := 1 << tableBits
 	if maxLen == 0 {
-		// No codes at all: legal for distances of a block of literals;
-		// any use of the table is an error.
+		// No codes at all: legal for distances of a block of literals
+		// (and, in zlib, for the code length code, whose every use then
+		// reads one bit as a length of zero); any other use of the table
+		// is an error.
 		for i := range mainSize {
-			table[i] = entInvalid
+			table[i] = entInvalid | 1
 		}
 		return mainSize, nil
 	}
@@ -143,10 +157,8 @@ func buildTable(table []uint32, lens []uint8, tableBits uint, entry func(int) ui
 			return 0, errInflateCorrupt // over-subscribed
 		}
 	}
-	if left > 0 && maxLen != 1 {
-		// zlib accepts an incomplete code only when it is one code of one
-		// bit; so do we, to reject exactly what qemu rejects.
-		return 0, errInflateCorrupt
+	if left > 0 && (precode || maxLen != 1) {
+		return 0, errInflateCorrupt // incomplete
 	}
 	var next [maxCodeLen + 2]int
 	for l := 1; l <= maxCodeLen; l++ {
@@ -160,7 +172,7 @@ func buildTable(table []uint32, lens []uint8, tableBits uint, entry func(int) ui
 		}
 	}
 	for i := range mainSize {
-		table[i] = entInvalid
+		table[i] = entInvalid | 1
 	}
 	used := mainSize
 	subBits := uint(0)
@@ -188,7 +200,7 @@ func buildTable(table []uint32, lens []uint8, tableBits uint, entry func(int) ui
 			if table[prefix]&entSubtable == 0 {
 				table[prefix] = uint32(used)<<16 | uint32(subBits)<<12 | entSubtable | uint32(tableBits)
 				for j := range subSize {
-					table[used+j] = entInvalid
+					table[used+j] = entInvalid | 1
 				}
 				used += subSize
 			}
@@ -246,12 +258,32 @@ func (br *bitReader) bits(n uint) uint32 {
 func (br *bitReader) overrun() bool { return br.over*8 > int(br.n) }
 
 // inflateCluster decodes the raw deflate stream src into dst and succeeds
-// once dst is full, like qemu's zlib inflate with Z_FINISH: what follows in
+// exactly when qemu's zlib inflate does (qemu's qcow2_zlib_decompress: one
+// inflate call with Z_FINISH into a cluster-sized buffer, accepted once the
+// buffer is full, whether or not the stream ended there): what follows in
 // src is ignored, and a stream that ends before dst is full is an error.
+//
+// zlib does not stop the moment the buffer is full. It goes on through what
+// needs no output: the code of the next literal or match (but not the copy
+// that would need room), and, when a block ended right there, the headers
+// of the blocks that follow, with their Huffman tables. An error found on
+// the way fails the call; input that runs out there does not. So does
+// inflateCluster.
 func inflateCluster(dst, src []byte) error {
 	f := inflaterPool.Get().(*inflater)
 	defer inflaterPool.Put(f)
 	br := bitReader{src: src}
+	o, err := f.inflate(&br, dst)
+	if err == errInflateTruncated && o == len(dst) {
+		return nil // zlib waits for more input, with a full buffer
+	}
+	return err
+}
+
+// inflate decodes blocks into dst until it is full and, after that, until
+// zlib would stop (see inflateCluster). It returns how many bytes it
+// wrote.
+func (f *inflater) inflate(br *bitReader, dst []byte) (int, error) {
 	o := 0
 	for {
 		br.refill()
@@ -259,50 +291,47 @@ func inflateCluster(dst, src []byte) error {
 		typ := br.buf >> 1 & 3
 		br.buf >>= 3
 		br.n -= 3
+		if br.overrun() {
+			return o, errInflateTruncated
+		}
 		var litlen, dist []uint32
 		switch typ {
 		case 0:
+			var stop bool
 			var err error
-			if o, err = storedBlock(&br, dst, o); err != nil {
-				return err
+			if o, stop, err = storedBlock(br, dst, o); err != nil || stop {
+				return o, err
 			}
-			if o == len(dst) {
-				return nil
-			}
-			if final {
-				return errInflateShort
-			}
-			continue
 		case 1:
 			litlen, dist = fixed()
 		case 2:
 			var err error
-			if litlen, dist, err = f.dynamicTables(&br); err != nil {
-				return err
+			if litlen, dist, err = f.dynamicTables(br); err != nil {
+				return o, err
 			}
 		default:
-			return errInflateCorrupt
+			return o, errInflateCorrupt
 		}
-		var done bool
-		var err error
-		o, done, err = decodeBlock(&br, dst, o, litlen, dist)
-		if err != nil {
-			return err
-		}
-		if br.overrun() {
-			return errInflateTruncated
-		}
-		if done {
-			return nil
+		if typ != 0 {
+			var stop bool
+			var err error
+			if o, stop, err = decodeBlock(br, dst, o, litlen, dist); err != nil || stop {
+				return o, err
+			}
 		}
 		if final {
-			return errInflateShort
+			if o == len(dst) {
+				return o, nil
+			}
+			return o, errInflateShort
 		}
 	}
 }
 
-// storedBlock copies a stored block's bytes to dst[o:].
-func storedBlock(br *bitReader, dst []byte, o int) (int, error) {
+// storedBlock copies a stored block's bytes to dst[o:]. It stops (zlib
+// would wait for room) when the block has more bytes than dst has room
+// for, or when dst was full already and the block is not empty.
+func storedBlock(br *bitReader, dst []byte, o int) (int, bool, error) {
 	// Drop the rest of the partial byte; the bytes still in buf come
 	// right before br.pos (counting the zero bytes fed past the end).
 	br.buf >>= br.n & 7
@@ -310,31 +339,37 @@ func storedBlock(br *bitReader, dst []byte, o int) (int, error) {
 	start := br.pos + br.over - int(br.n>>3)
 	src := br.src
 	if start+4 > len(src) {
-		return o, errInflateTruncated
+		return o, false, errInflateTruncated
 	}
 	length := int(binary.LittleEndian.Uint16(src[start:]))
 	if uint16(length) != ^binary.LittleEndian.Uint16(src[start+2:]) {
-		return o, errInflateCorrupt
+		return o, false, errInflateCorrupt
 	}
 	start += 4
 	n := min(length, len(dst)-o)
 	if start+n > len(src) {
-		return o, errInflateTruncated
+		return o, false, errInflateTruncated
 	}
 	copy(dst[o:], src[start:start+n])
 	*br = bitReader{src: src, pos: min(start+length, len(src))}
 	if start+length > len(src) {
 		br.over = start + length - len(src)
 	}
-	return o + n, nil
+	return o + n, n < length, nil
 }
 
-// dynamicTables reads a dynamic block's code lengths and builds its tables.
+// dynamicTables reads a dynamic block's code lengths and builds its
+// tables. It checks what zlib checks in zlib's order, and finds that the
+// input ran out (errInflateTruncated) where zlib would wait for more, so
+// that after the output is full the outcome is zlib's too.
 func (f *inflater) dynamicTables(br *bitReader) ([]uint32, []uint32, error) {
 	br.refill()
 	nlit := int(br.bits(5)) + 257
 	ndist := int(br.bits(5)) + 1
 	nclen := int(br.bits(4)) + 4
+	if br.overrun() {
+		return nil, nil, errInflateTruncated
+	}
 	if nlit > 286 || ndist > 30 {
 		return nil, nil, errInflateCorrupt
 	}
@@ -342,9 +377,12 @@ func (f *inflater) dynamicTables(br *bitReader) ([]uint32, []uint32, error) {
 	for i := range nclen {
 		clens[precodeOrder[i]] = uint8(br.bits(3))
 	}
+	if br.overrun() {
+		return nil, nil, errInflateTruncated
+	}
 	// The precode is at most 7 bits long: one direct table.
 	var pre [1 << 7]uint32
-	if _, err := buildTable(pre[:], clens[:], 7, func(sym int) uint32 { return uint32(sym) << 16 }); err != nil {
+	if _, err := buildTable(pre[:], clens[:], 7, true, func(sym int) uint32 { return uint32(sym) << 16 }); err != nil {
 		return nil, nil, err
 	}
 	lens := f.lens[:nlit+ndist]
@@ -353,30 +391,38 @@ func (f *inflater) dynamicTables(br *bitReader) ([]uint32, []uint32, error) {
 			br.refill()
 		}
 		e := pre[br.buf&(1<<7-1)]
-		if e&entInvalid != 0 {
-			return nil, nil, errInflateCorrupt
-		}
 		br.buf >>= e & entLenMask
 		br.n -= uint(e & entLenMask)
+		// An invalid entry means an empty precode, whose every use zlib
+		// reads as a length of zero.
 		sym := e >> 16
+		if e&entInvalid != 0 {
+			sym = 0
+		}
 		var rep int
 		var val uint8
 		switch {
 		case sym < 16:
+			if br.overrun() {
+				return nil, nil, errInflateTruncated
+			}
 			lens[i] = uint8(sym)
 			i++
 			continue
 		case sym == 16:
-			if i == 0 {
-				return nil, nil, errInflateCorrupt
+			rep = 3 + int(br.bits(2))
+			if i > 0 {
+				val = lens[i-1]
 			}
-			val, rep = lens[i-1], 3+int(br.bits(2))
 		case sym == 17:
 			rep = 3 + int(br.bits(3))
 		default:
 			rep = 11 + int(br.bits(7))
 		}
-		if i+rep > len(lens) {
+		if br.overrun() {
+			return nil, nil, errInflateTruncated
+		}
+		if sym == 16 && i == 0 || i+rep > len(lens) {
 			return nil, nil, errInflateCorrupt
 		}
 		for range rep {
@@ -384,25 +430,26 @@ func (f *inflater) dynamicTables(br *bitReader) ([]uint32, []uint32, error) {
 			i++
 		}
 	}
-	if br.overrun() {
-		return nil, nil, errInflateTruncated
-	}
 	if lens[256] == 0 {
 		return nil, nil, errInflateNoEOB
 	}
-	n, err := buildTable(f.litlen[:], lens[:nlit], litlenTableBits, litlenEntry)
+	n, err := buildTable(f.litlen[:], lens[:nlit], litlenTableBits, false, litlenEntry)
 	if err != nil {
 		return nil, nil, err
 	}
 	litlen := f.litlen[:n]
-	if n, err = buildTable(f.dist[:], lens[nlit:], distTableBits, distEntry); err != nil {
+	if n, err = buildTable(f.dist[:], lens[nlit:], distTableBits, false, distEntry); err != nil {
 		return nil, nil, err
 	}
 	return litlen, f.dist[:n], nil
 }
 
 // decodeBlock decodes the symbols of one Huffman block into dst[o:]. It
-// returns done when dst is full, possibly in the middle of the block.
+// returns at the end of the block, or with stop set where zlib stops once
+// dst is full: at a literal or match that has no room left (a match cut
+// short by the end of dst is one). Before that, with dst full, it decodes
+// the next symbol as zlib does, and returns at the end of the block when
+// that symbol ends it.
 func decodeBlock(br *bitReader, dst []byte, o int, litlen, dist []uint32) (int, bool, error) {
 	// fastRoom is what the fast path needs: the longest match plus the
 	// slack of copying it eight bytes at a time.
@@ -417,9 +464,6 @@ func decodeBlock(br *bitReader, dst []byte, o int, litlen, dist []uint32) (int, 
 			pos += int(63-n) >> 3
 			n |= 56
 		} else {
-			if o == len(dst) {
-				return o, true, nil
-			}
 			for n <= 56 {
 				if pos < len(src) {
 					buf |= uint64(src[pos]) << n
@@ -444,6 +488,9 @@ func decodeBlock(br *bitReader, dst []byte, o int, litlen, dist []uint32) (int, 
 			return o, false, errInflateTruncated
 		}
 		if e&entLiteral != 0 {
+			if o == len(dst) {
+				return o, true, nil // no room: zlib stops here
+			}
 			dst[o] = byte(e >> 16)
 			o++
 			continue
@@ -465,11 +512,19 @@ func decodeBlock(br *bitReader, dst []byte, o int, litlen, dist []uint32) (int, 
 			n -= distTableBits
 			d = dist[d>>16+uint32(buf&(1<<(d>>12&0xf)-1))]
 		}
+		buf >>= d & entLenMask
+		n -= uint(d & entLenMask)
+		if over*8 > int(n) {
+			return o, false, errInflateTruncated
+		}
 		if d&entInvalid != 0 {
 			return o, false, errInflateCorrupt
 		}
-		buf >>= d & entLenMask
-		n -= uint(d & entLenMask)
+		if o == len(dst) {
+			// No room for the match: zlib stops before it reads the
+			// distance's extra bits or checks the distance.
+			return o, true, nil
+		}
 		dextra := d >> 12 & 0xf
 		distance := int(d>>16) + int(buf&(1<<dextra-1))
 		buf >>= dextra
@@ -482,9 +537,14 @@ func decodeBlock(br *bitReader, dst []byte, o int, litlen, dist []uint32) (int, 
 		}
 		s := o - distance
 		if !fast {
-			// Near the end of dst: a match that runs past it is cut, as
-			// zlib stops when its output buffer is full.
-			length = min(length, len(dst)-o)
+			// Near the end of dst: a match that runs past it is cut, and
+			// zlib stops there, as its output buffer is full.
+			if length > len(dst)-o {
+				for i := range len(dst) - o {
+					dst[o+i] = dst[s+i]
+				}
+				return len(dst), true, nil
+			}
 			for i := range length {
 				dst[o+i] = dst[s+i]
 			}

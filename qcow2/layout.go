@@ -39,7 +39,7 @@ type layout struct {
 	blocks   map[int64]*refBlock // by range, not yet written
 	reftable []uint64            // offset of each range's refcount block
 
-	l1       []uint64
+	l1       []l1Entry
 	l2       []byte // the L2 table being filled
 	l2Index  int64  // its L1 index, or -1
 	l2Filled bool
@@ -91,7 +91,7 @@ func newLayout(w io.WriterAt, size int64, clusterBits uint32, compression uint8)
 		l2Index:     -1,
 	}
 	hdr := Header{ClusterBits: clusterBits}
-	l.l1 = make([]uint64, hdr.l1EntriesFor(uint64(size)))
+	l.l1 = make([]l1Entry, hdr.l1EntriesFor(uint64(size)))
 	l.alloc(1) // the header
 	return l
 }
@@ -197,7 +197,7 @@ func (l *layout) writeAt(p []byte, cluster int64) {
 
 // setEntry sets the L2 entry of a guest cluster. Guest clusters come in
 // increasing order; a table is written when its range is done.
-func (l *layout) setEntry(guestCluster int64, entry uint64) {
+func (l *layout) setEntry(guestCluster int64, entry l2Entry) {
 	l1Index := guestCluster >> l.l2Bits
 	if l1Index != l.l2Index {
 		l.flushL2()
@@ -207,8 +207,7 @@ func (l *layout) setEntry(guestCluster int64, entry uint64) {
 		}
 		clear(l.l2)
 	}
-	i := guestCluster & (1<<l.l2Bits - 1)
-	binary.BigEndian.PutUint64(l.l2[i*8:], entry)
+	putL2(l.l2, guestCluster&(1<<l.l2Bits-1), entry)
 	l.l2Filled = true
 }
 
@@ -218,7 +217,7 @@ func (l *layout) flushL2() {
 	}
 	c := l.alloc(1)
 	l.writeAt(l.l2, c)
-	l.l1[l.l2Index] = uint64(c)<<l.clusterBits | flagCopied
+	l.l1[l.l2Index] = tableEntry(c << l.clusterBits)
 	l.l2Filled = false
 	l.flushBlocks(false)
 }
@@ -227,14 +226,14 @@ func (l *layout) flushL2() {
 func (l *layout) data(guestCluster int64, p []byte) {
 	c := l.alloc(1)
 	l.writeAt(p, c)
-	l.setEntry(guestCluster, uint64(c)<<l.clusterBits|flagCopied)
+	l.setEntry(guestCluster, normalEntry(c<<l.clusterBits))
 	l.flushBlocks(false)
 }
 
 // zero marks a guest cluster as reading zeros whatever the backing file
 // holds there.
 func (l *layout) zero(guestCluster int64) {
-	l.setEntry(guestCluster, flagZero)
+	l.setEntry(guestCluster, zeroEntry())
 }
 
 // compressed stores the compressed bytes z of one guest cluster: in the
@@ -277,9 +276,7 @@ func (l *layout) compressed(guestCluster int64, z []byte) {
 			l.incref(l.cur.cluster)
 		}
 	}
-	sectors := (off+n-1)>>9 - off>>9 // beyond the first one
-	csizeShift := 62 - (l.clusterBits - 8)
-	l.setEntry(guestCluster, flagCompressed|uint64(sectors)<<csizeShift|uint64(off))
+	l.setEntry(guestCluster, compressedEntry(off, n, l.clusterBits))
 }
 
 // bestTail returns the fullest tail with room for n bytes, or -1.
@@ -366,7 +363,7 @@ func (l *layout) finish(hf headerFields) error {
 		l1Off = l.alloc(l1Clusters) << l.clusterBits
 		buf := make([]byte, l1Clusters*cs)
 		for i, e := range l.l1 {
-			binary.BigEndian.PutUint64(buf[i*8:], e)
+			binary.BigEndian.PutUint64(buf[i*8:], uint64(e))
 		}
 		if l.err == nil {
 			if _, err := l.w.WriteAt(buf, l1Off); err != nil {
@@ -427,7 +424,7 @@ func buildHeader(l *layout, hf headerFields, l1Off, rtOff uint64, rtClusters uin
 	be.PutUint64(buf[48:], rtOff)
 	be.PutUint32(buf[56:], rtClusters)
 	var incompat uint64
-	if l.compression == CompressionZstd {
+	if l.compression == headerCompressionZstd {
 		incompat |= IncompatCompression
 	}
 	be.PutUint64(buf[72:], incompat)

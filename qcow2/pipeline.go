@@ -2,6 +2,9 @@ package qcow2
 
 import (
 	"context"
+	"fmt"
+
+	"github.com/cangallo/canga/internal/panics"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -11,7 +14,11 @@ import (
 // queueDepth(workers) jobs wait for delivery, so memory stays bounded
 // however many jobs there are. work gets the index of its goroutine, for
 // per-goroutine state such as a compressor.
-func runOrdered[J any](ctx context.Context, n int64, workers int, work func(ctx context.Context, worker int, i int64) (J, error), deliver func(i int64, j J) error) error {
+//
+// A panic in work or deliver (a bug, which a hostile image may reach)
+// does not take the process down: it becomes an error that wraps
+// [ErrInternal] and says, through job, what job i was doing.
+func runOrdered[J any](ctx context.Context, n int64, workers int, job func(i int64) string, work func(ctx context.Context, worker int, i int64) (J, error), deliver func(i int64, j J) error) error {
 	type slot struct {
 		i    int64
 		j    J
@@ -21,7 +28,8 @@ func runOrdered[J any](ctx context.Context, n int64, workers int, work func(ctx 
 	g, ctx := errgroup.WithContext(ctx)
 	jobs := make(chan *slot)
 	ordered := make(chan *slot, queueDepth(workers))
-	g.Go(func() error {
+	g.Go(func() (err error) {
+		defer panics.Recover(&err, ErrInternal, func() string { return "the job queue" })
 		defer close(jobs)
 		defer close(ordered)
 		for i := range n {
@@ -39,10 +47,18 @@ func runOrdered[J any](ctx context.Context, n int64, workers int, work func(ctx 
 		}
 		return nil
 	})
+	safeWork := func(w int, i int64) (j J, err error) {
+		defer panics.Recover(&err, ErrInternal, func() string { return job(i) })
+		return work(ctx, w, i)
+	}
+	safeDeliver := func(i int64, j J) (err error) {
+		defer panics.Recover(&err, ErrInternal, func() string { return job(i) })
+		return deliver(i, j)
+	}
 	for w := range workers {
 		g.Go(func() error {
 			for s := range jobs {
-				s.j, s.err = work(ctx, w, s.i)
+				s.j, s.err = safeWork(w, s.i)
 				close(s.done)
 			}
 			return nil
@@ -58,13 +74,29 @@ func runOrdered[J any](ctx context.Context, n int64, workers int, work func(ctx 
 			if s.err != nil {
 				return s.err
 			}
-			if err := deliver(s.i, s.j); err != nil {
+			if err := safeDeliver(s.i, s.j); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	return g.Wait()
+}
+
+// diskName names d for errors: its file name if it has one.
+func diskName(d Disk) string {
+	if n, ok := d.(interface{ Name() string }); ok && n.Name() != "" {
+		return n.Name()
+	}
+	return "the disk"
+}
+
+// chunkJob describes, for errors, job i of a run over d in chunks.
+func chunkJob(verb string, d Disk, chunk int64) func(i int64) string {
+	return func(i int64) string {
+		off := i * chunk
+		return fmt.Sprintf("%s guest bytes %#x-%#x of %s", verb, off, min(off+chunk, d.Size()), diskName(d))
+	}
 }
 
 // queueDepth is how many jobs runOrdered lets wait for delivery: enough

@@ -44,7 +44,7 @@ func Scan(ctx context.Context, d Disk, opt ScanOptions, fn func(off int64, p []b
 		zero bool
 	}
 	pool := newBufferPool(jobBuffers(workers), int(chunk))
-	return runOrdered(ctx, (size+chunk-1)/chunk, workers,
+	return runOrdered(ctx, (size+chunk-1)/chunk, workers, chunkJob("reading", d, chunk),
 		func(ctx context.Context, _ int, i int64) (result, error) {
 			off := i * chunk
 			n := min(chunk, size-off)

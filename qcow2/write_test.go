@@ -111,7 +111,7 @@ func TestConvertMatrix(t *testing.T) {
 			src := s.build(t, dir)
 			want := sha256File(t, qemuRaw(t, src))
 			for _, cs := range []int64{0, 4 << 10, 64 << 10, 2 << 20} { // 0: the default of each compression
-				for _, comp := range []string{CompressNone, CompressZlib, CompressZstd} {
+				for _, comp := range []Compression{CompressionNone, CompressionZlib, CompressionZstd} {
 					name := fmt.Sprintf("cs%d-%s", cs, comp)
 					out := filepath.Join(dir, name+".qcow2")
 					convertFile(t, src, out, ConvertOptions{ClusterSize: cs, Compression: comp})
@@ -121,7 +121,7 @@ func TestConvertMatrix(t *testing.T) {
 						t.Fatalf("%s: content %s, want %s", name, got, want)
 					}
 					info := qemu(t, "qemu-img", "info", "--output=json", out)
-					if comp == CompressZstd && !strings.Contains(info, `"compression-type": "zstd"`) {
+					if comp == CompressionZstd && !strings.Contains(info, `"compression-type": "zstd"`) {
 						t.Fatalf("%s: not zstd: %s", name, info)
 					}
 					if want := fmt.Sprintf(`"cluster-size": %d`, cmp.Or(cs, DefaultClusterSizeFor(comp))); !strings.Contains(info, want) {
@@ -161,7 +161,7 @@ func TestConvertDelta(t *testing.T) {
 	qemuIO(t, "qcow2", top, "write -P 0x41 3m 256k", "write -z 20m 192k", "discard 40m 128k", "write -P 0x42 63m 64k")
 
 	full := filepath.Join(dir, "full.qcow2")
-	fullStats := convertFile(t, top, full, ConvertOptions{Compression: CompressZlib})
+	fullStats := convertFile(t, top, full, ConvertOptions{Compression: CompressionZlib})
 
 	for _, known := range []bool{false, true} {
 		t.Run(fmt.Sprintf("SameAsBase=%v", known), func(t *testing.T) {
@@ -175,7 +175,7 @@ func TestConvertDelta(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer b.Close()
-			opt := ConvertOptions{Compression: CompressZlib, Base: b, BackingFile: "img.qcow2", BackingFormat: "qcow2"}
+			opt := ConvertOptions{Compression: CompressionZlib, Base: b, BackingFile: "img.qcow2", BackingFormat: "qcow2"}
 			if known {
 				// The top's own layer tells what differs from its backing.
 				img := src.(*Image)
@@ -219,7 +219,7 @@ func TestConvertDelta(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := Convert(t.Context(), f, b, ConvertOptions{Compression: CompressZlib, Base: b, BackingFile: "img.qcow2", BackingFormat: "qcow2"})
+	st, err := Convert(t.Context(), f, b, ConvertOptions{Compression: CompressionZlib, Base: b, BackingFile: "img.qcow2", BackingFormat: "qcow2"})
 	f.Close()
 	if err != nil {
 		t.Fatal(err)

@@ -191,12 +191,21 @@ func (c *Client) plainHTTP(ctx context.Context) (bool, error) {
 	case err == nil:
 		resp.Body.Close()
 		c.probed, c.plain = true, false
-	case errors.Is(err, http.ErrSchemeMismatch):
+	case errors.Is(err, http.ErrSchemeMismatch) || notTLS(err):
 		c.probed, c.plain = true, true
 	default:
 		return false, fmt.Errorf("registry %s: %w", c.host, classify(err))
 	}
 	return c.plain, nil
+}
+
+// notTLS reports whether a TLS handshake failed because the server
+// answered with something that is not TLS at all (a plain HTTP server
+// that does not answer the hello with an HTTP status line, such as
+// python's). A certificate that does not verify is not this.
+func notTLS(err error) bool {
+	var rhe tls.RecordHeaderError
+	return errors.As(err, &rhe)
 }
 
 // Repository returns the repository name on this registry. It checks the

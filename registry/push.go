@@ -138,9 +138,16 @@ func (r *Repository) Push(ctx context.Context, img Image, tag string, opts PushO
 	}
 	rec := &recorder{progress: opts.Progress}
 	src.rec = rec
+	manifestPending := false
 	copts := oras.CopyGraphOptions{
 		Concurrency: opts.Concurrency,
 		PreCopy: func(_ context.Context, d ocispec.Descriptor) error {
+			if tag != "" && d.Digest == src.manifest.Digest {
+				// Sent once, below, by its tag: a push by digest now
+				// would send it twice.
+				manifestPending = true
+				return oras.SkipNode
+			}
 			rec.report(Progress{Descriptor: d, State: Uploading})
 			return nil
 		},
@@ -173,8 +180,14 @@ func (r *Repository) Push(ctx context.Context, img Image, tag string, opts PushO
 		rec.done(src.manifest, Uploaded)
 	}
 	if tag != "" {
+		if manifestPending {
+			rec.report(Progress{Descriptor: src.manifest, State: Uploading})
+		}
 		if err := rep.PushReference(ctx, src.manifest, bytes.NewReader(img.Manifest), tag); err != nil {
 			return fail(fmt.Errorf("tag: %w", classify(err)))
+		}
+		if manifestPending {
+			rec.done(src.manifest, Uploaded)
 		}
 	}
 	res.Uploaded, res.Skipped, res.Mounted = rec.uploaded, rec.skipped, rec.mounted

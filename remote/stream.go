@@ -16,7 +16,6 @@ import (
 // [Client.Open]. It is not safe for concurrent Reads.
 type Stream struct {
 	r      *resumer
-	pf     *prefetcher
 	cancel context.CancelFunc
 	// size is the file's length as known when Open returned.
 	size int64
@@ -36,10 +35,9 @@ type Stream struct {
 // blob's), else -1. A server that says another length, or sends more
 // bytes, is a permanent failure ([ErrProtocol]); one that sends fewer is
 // asked for the rest. The first request is made before Open returns, so a
-// missing file ([ErrNotFound]) or a refused one fails here; the stream
-// then reads ahead in a goroutine of its own, so that receiving overlaps
-// whatever the caller does with the bytes. Nothing is checked but
-// lengths: the caller hashes what it reads. Close releases the connection.
+// missing file ([ErrNotFound]) or a refused one fails here. Nothing is
+// checked but lengths: the caller hashes what it reads. Close releases
+// the connection, and ends a Read that waits for the network.
 func (c *Client) Open(ctx context.Context, baseURL, rel string, off, size int64) (*Stream, error) {
 	u, err := resolve(baseURL, rel)
 	if err != nil {
@@ -57,10 +55,7 @@ func (c *Client) Open(ctx context.Context, baseURL, rel string, off, size int64)
 			return nil, err
 		}
 	}
-	// The size before the read-ahead starts: from now on r is its own.
-	st := &Stream{r: r, size: r.size, cancel: cancel}
-	st.pf = newPrefetcher(r)
-	return st, nil
+	return &Stream{r: r, size: r.size, cancel: cancel}, nil
 }
 
 // Size is the file's length in bytes, -1 when neither the caller nor the
@@ -68,15 +63,13 @@ func (c *Client) Open(ctx context.Context, baseURL, rel string, off, size int64)
 func (s *Stream) Size() int64 { return s.size }
 
 // Read reads the file's next bytes.
-func (s *Stream) Read(p []byte) (int, error) { return s.pf.Read(p) }
+func (s *Stream) Read(p []byte) (int, error) { return s.r.Read(p) }
 
 // Close ends the transfer. It is safe to call more than once.
 func (s *Stream) Close() error {
 	s.once.Do(func() {
 		s.cancel()
-		s.r.closeBody() // unblocks a read-ahead waiting on the network
-		s.pf.Close()
-		s.r.closeBody()
+		s.r.closeBody() // unblocks a Read waiting on the network
 	})
 	return nil
 }
@@ -299,4 +292,64 @@ func parseContentRange(s string) (first, last, total int64, err error) {
 		return 0, 0, 0, bad
 	}
 	return first, last, total, nil
+}
+
+// ReadRange reads len(p) bytes of the file rel at off, with one request
+// for exactly that range ("Range: bytes=OFF-END"): what a lazy reader
+// asks for, one chunk at a time. size is the file's length when known
+// (-1 if not). Transient failures are retried as for [Client.Open]. A
+// server that ignores Range (200 and the whole file) is read up to the
+// range and cut off: correct, if costly.
+func (c *Client) ReadRange(ctx context.Context, baseURL, rel string, off int64, p []byte, size int64) error {
+	u, err := resolve(baseURL, rel)
+	if err != nil {
+		return unwrapPermanent(err)
+	}
+	end := off + int64(len(p))
+	if off < 0 || (size >= 0 && end > size) {
+		return fmt.Errorf("remote: GET %s: bytes %d-%d outside the file's %d bytes", Redact(u), off, end, size)
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	got := 0
+	return c.retry(ctx, func() (bool, error) {
+		start := off + int64(got)
+		resp, err := c.getRange(ctx, u, start, end-1)
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		body := io.Reader(resp.Body)
+		switch resp.StatusCode {
+		case http.StatusOK:
+			if size >= 0 && resp.ContentLength >= 0 && resp.ContentLength != size {
+				return false, &permanent{fmt.Errorf("%w: GET %s: the server has %d bytes, want %d", ErrProtocol, Redact(u), resp.ContentLength, size)}
+			}
+			if _, err := io.CopyN(io.Discard, resp.Body, start); err != nil {
+				return false, &transferError{fmt.Errorf("GET %s: skipping to byte %d: %w", Redact(u), start, err)}
+			}
+		case http.StatusPartialContent:
+			first, last, total, err := parseContentRange(resp.Header.Get("Content-Range"))
+			if err != nil || first != start || last != end-1 || (size >= 0 && total >= 0 && total != size) {
+				return false, &permanent{fmt.Errorf("%w: GET %s: Content-Range %s for Range bytes=%d-%d", ErrProtocol, Redact(u), quote(resp.Header.Get("Content-Range")), start, end-1)}
+			}
+		default:
+			return false, statusError(u, resp)
+		}
+		n, err := io.ReadFull(body, p[got:])
+		got += n
+		if err != nil {
+			if got > 0 && n > 0 {
+				return true, &transferError{err}
+			}
+			return false, &transferError{err}
+		}
+		return n > 0, nil
+	})
+}
+
+// getRange sends one GET of u for bytes first-last.
+func (c *Client) getRange(ctx context.Context, u string, first, last int64) (*http.Response, error) {
+	return c.get(ctx, u, -1, http.Header{"Range": {"bytes=" + strconv.FormatInt(first, 10) + "-" + strconv.FormatInt(last, 10)}})
 }

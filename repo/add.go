@@ -23,7 +23,7 @@ type AddOptions struct {
 	// Parent, when set, makes the image a delta against that image of the
 	// repository, whatever the file's backing chain says.
 	Parent      digest.Digest
-	Compression index.Compression // default zlib
+	Compression qcow2.Compression // default zlib
 	Cangafile   *yaml.Node
 	// Progress receives guest bytes processed out of total.
 	Progress func(done, total int64)
@@ -57,7 +57,7 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 	}
 	comp := opt.Compression
 	if comp == "" {
-		comp = "zlib"
+		comp = qcow2.CompressionZlib
 	}
 	if !comp.Valid() {
 		return nil, fmt.Errorf("unknown compression %q (zlib, zstd or none)", comp)
@@ -85,10 +85,7 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 	defer tmp.Discard()
 	// Blobs keep qemu's 64 KiB clusters whatever the compression: they
 	// are delta bases and VM backing files, where a finer grain wins.
-	copt := qcow2.ConvertOptions{Hash: sha256.New(), Base: base, SameAsBase: same, ClusterSize: qcow2.DefaultClusterSize}
-	if comp != "none" {
-		copt.Compression = string(comp)
-	}
+	copt := qcow2.ConvertOptions{Hash: sha256.New(), Base: base, SameAsBase: same, ClusterSize: qcow2.DefaultClusterSize, Compression: comp}
 	if opt.Progress != nil {
 		total := src.Size()
 		copt.Progress = func(done int64) { opt.Progress(done, total) }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cangallo/canga/internal/panics"
+
 	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/qcow2"
@@ -60,7 +62,7 @@ func (r *Repo) containerDisk(ctx context.Context, ix *index.Index, id digest.Dig
 		return nil, err
 	}
 	cd := &containerDiskImage{tmp: tmp}
-	if _, err := qcow2.Convert(ctx, tmp.File, d, qcow2.ConvertOptions{Compression: qcow2.CompressZlib}); err != nil {
+	if _, err := qcow2.Convert(ctx, tmp.File, d, qcow2.ConvertOptions{Compression: qcow2.CompressionZlib}); err != nil {
 		cd.close()
 		return nil, fmt.Errorf("flatten %s: %w", index.ShortID(id), err)
 	}
@@ -110,8 +112,10 @@ func (r *Repo) containerDisk(ctx context.Context, ix *index.Index, id digest.Dig
 	cd.image = registry.Image{Manifest: manifest, Config: config, OpenLayer: func(context.Context, ocispec.Descriptor) (io.ReadCloser, error) {
 		pr, pw := io.Pipe()
 		go func() {
-			_, err := disk.writeTo(pw)
-			pw.CloseWithError(err)
+			var err error
+			defer func() { pw.CloseWithError(err) }()
+			defer panics.Recover(&err, ErrInternal, func() string { return "writing the containerDisk layer of " + index.ShortID(id) })
+			_, err = disk.writeTo(pw)
 		}()
 		return pr, nil
 	}}

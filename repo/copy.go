@@ -12,6 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cangallo/canga/internal/readahead"
+
+	"github.com/cangallo/canga/internal/panics"
+
 	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/qcow2"
@@ -28,6 +32,10 @@ type CopyOptions struct {
 	Tag string
 	// Parallel bounds the blobs transferred at once (DefaultParallel).
 	Parallel int
+	// VerifyIDs has every image transferred checked against its image ID
+	// (its content hashed over its chain) before it enters the index: for
+	// sources whose IDs nothing vouches for, such as a registry's config.
+	VerifyIDs bool
 	// Progress hears, for each image whose blob is being transferred,
 	// the bytes done and the blob's size (-1 while unknown). done can go
 	// back (a download that starts over). It is called from several
@@ -95,25 +103,14 @@ func (r *Repo) Copy(ctx context.Context, src Source, six *index.Index, id digest
 		if err != nil {
 			return err
 		}
-		if res, err = c.run(ctx); err != nil {
+		if res, err = c.run(ctx); err == nil && opt.VerifyIDs {
+			err = c.verifyIDs(ctx)
+		}
+		if err == nil {
+			err = c.record(ix, id, res)
+		}
+		if err != nil {
 			return errors.Join(err, c.removeNew(before))
-		}
-		for _, it := range c.items {
-			if it.have {
-				continue
-			}
-			if err := ix.Put(it.id, it.entry); err != nil {
-				return err
-			}
-		}
-		if opt.Tag != "" {
-			prev, err := ix.SetTag(opt.Tag, id)
-			if err != nil {
-				return err
-			}
-			if prev != id {
-				res.Moved = prev
-			}
 		}
 		return nil
 	})
@@ -144,6 +141,8 @@ type copyItem struct {
 	// direct: the blob is stored as the source has it (same digest);
 	// otherwise it is rewritten to name the destination's parent blob.
 	direct bool
+	// moved: bytes were transferred for it (it was not there already).
+	moved bool
 	// entry is the destination's entry once the blob is stored, and path
 	// the blob's file.
 	entry *index.Entry
@@ -217,8 +216,8 @@ func (c *copier) run(ctx context.Context) (*CopyResult, error) {
 		if it.have {
 			continue
 		}
-		res.Copied = append(res.Copied, it.id)
-		g.Go(func() error {
+		g.Go(func() (err error) {
+			defer panics.Recover(&err, ErrInternal, func() string { return "copying " + index.ShortID(it.id) + " from " + c.src.String() })
 			var parent *copyItem
 			if i > 0 {
 				parent = c.items[i-1]
@@ -240,7 +239,36 @@ func (c *copier) run(ctx context.Context) (*CopyResult, error) {
 		}
 		return nil, err
 	}
+	for _, it := range c.items {
+		if it.moved {
+			res.Copied = append(res.Copied, it.id)
+		}
+	}
 	return res, nil
+}
+
+// record puts the copied images into the destination's index, and the
+// tag.
+func (c *copier) record(ix *index.Index, id digest.Digest, res *CopyResult) error {
+	for _, it := range c.items {
+		if it.have {
+			continue
+		}
+		if err := ix.Put(it.id, it.entry); err != nil {
+			return err
+		}
+	}
+	if c.opt.Tag == "" {
+		return nil
+	}
+	prev, err := ix.SetTag(c.opt.Tag, id)
+	if err != nil {
+		return err
+	}
+	if prev != id {
+		res.Moved = prev
+	}
+	return nil
 }
 
 // removeNew removes the blobs the copy stored that were not among before.
@@ -304,6 +332,7 @@ func (c *copier) copyItem(ctx context.Context, sem chan struct{}, it, parent *co
 	if err := acquire(ctx, sem); err != nil {
 		return err
 	}
+	it.moved = true
 	tf, n, hdr, err := c.fetchTemp(ctx, it)
 	<-sem
 	if err != nil {
@@ -381,6 +410,7 @@ func (c *copier) storeBlob(ctx context.Context, it *copyItem) (cas.BlobInfo, err
 	if info, ok, err := s.Existing(blob, size, it.expect.option()); ok || err != nil {
 		return info, err
 	}
+	it.moved = true
 	if fs, ok := c.src.(fileSource); ok {
 		p, err := fs.file(it.id, it.se)
 		if err != nil {
@@ -461,11 +491,16 @@ const maxSourceFailures = 3
 // appendFrom opens the source at p's offset and appends what it gives,
 // checking the header once its cluster is complete.
 func (c *copier) appendFrom(ctx context.Context, it *copyItem, p *cas.Partial, head int64, progress func(int64)) error {
-	rc, err := c.src.Open(ctx, it.id, it.se, p.Offset())
+	src, err := c.src.Open(ctx, it.id, it.se, p.Offset())
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
+	// Receiving overlaps writing and hashing.
+	rc := readahead.New(src)
+	defer func() {
+		src.Close() // first: it unblocks a read-ahead waiting on the network
+		rc.Close()
+	}()
 	if p.Offset() < head {
 		if _, err := p.Append(ctx, io.LimitReader(rc, head-p.Offset()), progress); err != nil {
 			return err
@@ -575,6 +610,33 @@ func (c *copier) verifyLegacy(ctx context.Context, it, parent *copyItem, f io.Re
 	}
 	if got != it.id {
 		return &ImageIDMismatchError{Expected: it.id, Actual: got}
+	}
+	return nil
+}
+
+// verifyIDs checks the content of every image transferred against its
+// image ID, each over the chain of files below it.
+func (c *copier) verifyIDs(ctx context.Context) error {
+	for i, it := range c.items {
+		if !it.moved || it.se.Blob == "" { // a Cangallo image was verified already
+			continue
+		}
+		paths := make([]string, i+1)
+		for j := range paths {
+			paths[j] = c.items[j].path
+		}
+		d, err := openFiles(paths)
+		if err != nil {
+			return err
+		}
+		got, err := qcow2.Digest(ctx, d, qcow2.ScanOptions{})
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("image %s from %s: %w", index.ShortID(it.id), c.src, err)
+		}
+		if got != it.id {
+			return fmt.Errorf("image %s from %s: %w", index.ShortID(it.id), c.src, &ImageIDMismatchError{Expected: it.id, Actual: got})
+		}
 	}
 	return nil
 }

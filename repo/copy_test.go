@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -124,7 +125,7 @@ func TestCopyChain(t *testing.T) {
 				}
 				// A second copy transfers nothing.
 				res, err = dst.Copy(ctx, s, six, top.id, CopyOptions{})
-				if err != nil || (dk == "local" && len(res.Copied) != 0) {
+				if err != nil || len(res.Copied) != 0 {
 					t.Fatalf("second copy: %v, copied %v", err, res)
 				}
 			})
@@ -543,6 +544,32 @@ func TestCopyOntoOtherParentBytes(t *testing.T) {
 			rep, err := dst.Fsck(ctx, nil)
 			if err != nil || len(rep.Faults) != 0 {
 				t.Fatalf("fsck: %v %+v", err, rep)
+			}
+		})
+	}
+}
+
+// panickySource is a source with a bug: its streams panic.
+type panickySource struct{ Source }
+
+func (panickySource) Open(context.Context, digest.Digest, *index.Entry, int64) (io.ReadCloser, error) {
+	var s []int
+	return nil, fmt.Errorf("unreachable: %d", s[len(s)])
+}
+
+// TestCopyWorkerPanic: a panic in a copy's worker goroutine is an error
+// naming the image, not a crash, and leaves the repository as it was.
+func TestCopyWorkerPanic(t *testing.T) {
+	src, six, chain, _ := chainRepo(t)
+	for _, sk := range sourceKinds[1:] { // the streaming sources
+		t.Run(sk.name, func(t *testing.T) {
+			dst := localRepo(t)
+			_, err := dst.Copy(context.Background(), panickySource{sk.open(t, src.dir)}, six, chain[2].id, CopyOptions{})
+			if !errors.Is(err, ErrInternal) || !strings.Contains(err.Error(), "panic while copying") || !strings.Contains(err.Error(), "index out of range") {
+				t.Fatalf("got %v", err)
+			}
+			if blobs, _, _ := dst.store.List(context.Background()); len(blobs) != 0 {
+				t.Fatalf("blobs left: %v", blobs)
 			}
 		})
 	}

@@ -317,11 +317,12 @@ type RegistryPull struct {
 }
 
 // PullRegistry copies the canga image that ref names (oci://HOST/NAME
-// with :TAG or @DIGEST) into the local repository dst. Everything is
-// checked before anything is stored: the manifest (at most 4 MiB, of
-// canga's artifact type), the config against the layers, the signature
-// when signers are required; then [Repo.Copy] checks each layer as it
-// streams, as for any source.
+// with :TAG, "latest" when absent, or @DIGEST) into the local repository
+// dst. Everything is checked before it is visible: the manifest (at most
+// 4 MiB, of canga's artifact type), the config against the layers, the
+// signature when signers are required; then [Repo.Copy] checks each
+// layer as it streams, as for any source, and each image's content
+// against its image ID before the index names it.
 func (h *Home) PullRegistry(ctx context.Context, ref string, dst *Repo, opt RegistryPullOptions) (*RegistryPull, error) {
 	if dst.Remote() {
 		return nil, fmt.Errorf("%w: %s: pull into a local repository", ErrRemote, dst.Name())
@@ -329,6 +330,9 @@ func (h *Home) PullRegistry(ctx context.Context, ref string, dst *Repo, opt Regi
 	rf, rr, err := h.registryRepo(ref, opt.RegistryOptions)
 	if err != nil {
 		return nil, err
+	}
+	if rf.Tag == "" && rf.Digest == "" {
+		rf.Tag = "latest" // as push, and Docker
 	}
 	src, err := openArtifact(ctx, rf, rr)
 	if err != nil {
@@ -348,7 +352,10 @@ func (h *Home) PullRegistry(ctx context.Context, ref string, dst *Repo, opt Regi
 			return nil, err
 		}
 	}
-	cr, err := dst.Copy(ctx, src, src.ix, src.id, CopyOptions{Tag: res.Tag, Progress: opt.Progress})
+	// Nothing vouches for the image IDs of a registry's config (a
+	// signature covers the manifest, not the content): each image is
+	// hashed before it enters the index.
+	cr, err := dst.Copy(ctx, src, src.ix, src.id, CopyOptions{Tag: res.Tag, Progress: opt.Progress, VerifyIDs: true})
 	if err != nil {
 		return nil, err
 	}
@@ -458,7 +465,7 @@ func (c *ociConfig) index(m ocispec.Manifest) (*index.Index, error) {
 		case ml.Annotations[ocispec.AnnotationTitle] != l.Blob.Encoded():
 			return nil, fmt.Errorf("layer %d is titled %q, not its blob's hex", i, ml.Annotations[ocispec.AnnotationTitle])
 		}
-		e := &index.Entry{Blob: l.Blob, BlobSize: l.BlobSize, Parent: parent, VirtualSize: l.VirtualSize, ClusterSize: l.ClusterSize, Compression: index.Compression(l.Compression)}
+		e := &index.Entry{Blob: l.Blob, BlobSize: l.BlobSize, Parent: parent, VirtualSize: l.VirtualSize, ClusterSize: l.ClusterSize, Compression: qcow2.Compression(l.Compression)}
 		if l.ID == c.ID {
 			if err := c.top(e); err != nil {
 				return nil, err

@@ -111,7 +111,7 @@ func (r *Repo) GC(ctx context.Context) (cas.GCReport, error) {
 // ExportOptions says how to write an exported image.
 type ExportOptions struct {
 	Raw         bool
-	Compression string // qcow2 output: "", "zlib" or "zstd"
+	Compression qcow2.Compression // qcow2 output; "" is none
 	Progress    func(done int64)
 }
 

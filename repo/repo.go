@@ -47,6 +47,8 @@ var (
 	// ErrLocal: the operation needs a remote, and the repository is
 	// local.
 	ErrLocal = errors.New("repo: repository is local")
+	// ErrInternal: canga met a bug of its own (a panic) in a worker.
+	ErrInternal = errors.New("repo: internal error")
 )
 
 // Repo is one repository: a local one, or the local cache of a remote.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/index/signing"
+	"golang.org/x/crypto/ssh"
 )
 
 // ErrNoSigners: a signature check was asked for with no allowed_signers
@@ -41,19 +42,43 @@ type Signature struct {
 	Principal string
 	// Fingerprint is the SHA256 fingerprint of the signing key.
 	Fingerprint string
+	// Key names the key that signed (after Sign): its file, or, for a
+	// key only ssh-agent has, the agent's comment on it.
+	Key string
+	// KeySource says why that key signed (after Sign).
+	KeySource KeySource
+	// AllowedSigners is the allowed_signers file the signature was
+	// checked against (after Verify).
+	AllowedSigners string
 }
 
-// Sign signs the repository's index with the SSH key in keyFile (a
-// private key, or a .pub whose key ssh-agent holds; see
-// [signing.LoadSigner]) (SPEC §6): a signature over the exact bytes of
-// index.yaml, in index.yaml.sig. It
-// holds the repository lock, so that no writer changes the index between
-// the reading of its bytes and the writing of their signature.
+// KeySource is where [Repo.Sign] found its key, in the order it looks.
+type KeySource int
+
+const (
+	// KeyGiven: the caller named the key file.
+	KeyGiven KeySource = iota
+	// KeyConfigured: signing_key in config.yaml.
+	KeyConfigured
+	// KeyAgent: the only key ssh-agent holds.
+	KeyAgent
+	// KeyDefaultFile: the first of ~/.ssh/id_ed25519, id_ecdsa and id_rsa.
+	KeyDefaultFile
+)
+
+// Sign signs the repository's index (SPEC §6): a signature over the exact
+// bytes of index.yaml, in index.yaml.sig. The key is keyFile (a private
+// key, or a .pub whose key ssh-agent holds; see [signing.LoadSigner]), or
+// when keyFile is empty, the signing_key of config.yaml, else the one
+// [signing.DefaultKey] finds (ssh-agent's only key, else
+// ~/.ssh/id_ed25519, id_ecdsa or id_rsa); the result says which. It holds
+// the repository lock, so that no writer changes the index between the
+// reading of its bytes and the writing of their signature.
 func (r *Repo) Sign(ctx context.Context, keyFile string) (*Signature, error) {
 	if r.Remote() {
 		return nil, fmt.Errorf("%w: %s: sign the index where it is published", ErrRemote, r.Name())
 	}
-	signer, err := signing.LoadSigner(keyFile)
+	signer, keyName, source, err := r.signingKey(keyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -81,17 +106,43 @@ func (r *Repo) Sign(ctx context.Context, keyFile string) (*Signature, error) {
 	if err := r.store.WriteFileAtomic(SigFile, sig, indexPerm); err != nil {
 		return nil, fmt.Errorf("repository %s: %w", r.Name(), err)
 	}
-	return &Signature{File: file, Fingerprint: fp}, lk.Unlock()
+	return &Signature{File: file, Fingerprint: fp, Key: keyName, KeySource: source}, lk.Unlock()
+}
+
+// signingKey chooses the key of Sign.
+func (r *Repo) signingKey(keyFile string) (signer ssh.Signer, name string, source KeySource, err error) {
+	if keyFile == "" && r.h != nil && r.h.Config.SigningKey != "" {
+		keyFile, source = r.h.Config.SigningKey, KeyConfigured
+	}
+	if keyFile != "" {
+		signer, err = signing.LoadSigner(keyFile)
+		if err != nil && source == KeyConfigured {
+			err = fmt.Errorf("signing_key of %s: %w", r.h.Config.File, err)
+		}
+		return signer, keyFile, source, err
+	}
+	k, err := signing.DefaultKey()
+	if err != nil {
+		return nil, "", 0, err
+	}
+	if k.File == "" {
+		return k.Signer, k.Comment, KeyAgent, nil
+	}
+	return k.Signer, k.File, KeyDefaultFile, nil
 }
 
 // Verify checks the signature of the repository's index against the
-// allowed signers in file, or, when file is empty, those configured for
-// the repository. Readers take no lock: index and signature are each
-// replaced by rename, and a pair caught between two writes fails, as it
-// must.
+// allowed signers in file, or, when file is empty, those of the
+// repository's entry in config.yaml, else the top-level allowed_signers
+// of config.yaml; the result says which file. Readers take no lock: index
+// and signature are each replaced by rename, and a pair caught between
+// two writes fails, as it must.
 func (r *Repo) Verify(file string) (*Signature, error) {
 	if file == "" {
 		file = r.conf.AllowedSigners
+	}
+	if file == "" && r.h != nil {
+		file = r.h.Config.AllowedSigners
 	}
 	if file == "" {
 		return nil, fmt.Errorf("%w for repository %s", ErrNoSigners, r.Name())
@@ -113,7 +164,7 @@ func (r *Repo) Verify(file string) (*Signature, error) {
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: %w", r.Name(), err)
 	}
-	return &Signature{File: path, Principal: principal, Fingerprint: fp}, nil
+	return &Signature{File: path, Principal: principal, Fingerprint: fp, AllowedSigners: file}, nil
 }
 
 // StaleSignature reports whether a local repository's index.yaml.sig no

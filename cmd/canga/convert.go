@@ -147,11 +147,11 @@ func formatOf(d qcow2.Disk) string {
 
 // compression is what -c and --compression ask for: --compression names
 // the type and implies -c; -c alone means zlib, as with qemu-img.
-func compression(compress bool, name string) string {
+func compression(compress bool, name string) qcow2.Compression {
 	if name == "" && compress {
-		return qcow2.CompressZlib
+		return qcow2.CompressionZlib
 	}
-	return name
+	return qcow2.Compression(name)
 }
 
 type convertCmd struct {

@@ -419,7 +419,6 @@ type bldRunning struct {
 	stdout, stderr testkit.SyncBuffer
 	done           chan error
 	exited         bool
-	err            error
 }
 
 // bldStartSleeper starts a build, in a new home, whose one task sleeps,

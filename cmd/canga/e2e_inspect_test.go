@@ -537,7 +537,6 @@ func TestHelp(t *testing.T) {
 func TestUsageErrors(t *testing.T) {
 	home := t.TempDir()
 	for _, args := range [][]string{
-		{},
 		{"frobnicate"},
 		{"--frobnicate"},
 		{"list", "--frobnicate"},
@@ -580,7 +579,7 @@ func TestExitStatus(t *testing.T) {
 		args []string
 		want int
 	}{
-		{"no arguments", nil, 1},
+		{"no arguments: the command list, as Cangallo", nil, 0},
 		{"unknown command", []string{"frobnicate"}, 1},
 		{"unknown flag", []string{"--frobnicate"}, 1},
 		{"unknown flag of a command", []string{"check", "--frobnicate", leaked}, 1},

@@ -111,6 +111,12 @@ func cangaMeasured(t testing.TB, home, dir string, timeout time.Duration, args .
 
 func runCanga(t testing.TB, home, dir string, timeout time.Duration, measure bool, args ...string) result {
 	t.Helper()
+	return runCangaEnv(t, cangaEnv(home), dir, timeout, measure, args...)
+}
+
+// runCangaEnv is runCanga with the whole environment given.
+func runCangaEnv(t testing.TB, env []string, dir string, timeout time.Duration, measure bool, args ...string) result {
+	t.Helper()
 	name, argv := cangaBin, args
 	var rssFile string
 	if measure {
@@ -118,7 +124,7 @@ func runCanga(t testing.TB, home, dir string, timeout time.Duration, measure boo
 		name, argv = "/usr/bin/time", append([]string{"-f", "%M", "-o", rssFile, cangaBin}, args...)
 	}
 	cmd := exec.Command(name, argv...)
-	cmd.Env = cangaEnv(home)
+	cmd.Env = env
 	cmd.Dir = dir
 	// Its own process group, so that a timeout kills canga and not only
 	// the time command in front of it.
@@ -164,10 +170,15 @@ func runCanga(t testing.TB, home, dir string, timeout time.Duration, measure boo
 	return r
 }
 
+// dockerConfigDir is the DOCKER_CONFIG of the canga runs of home.
+func dockerConfigDir(home string) string { return filepath.Join(home, "docker") }
+
 func cangaEnv(home string) []string {
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LC_ALL=C"}
 	if home != "" {
-		env = append(env, "CANGA_HOME="+home)
+		// Registry credentials (SPEC §8) are Docker's config.json: each
+		// home has its own, and none reads or writes the user's.
+		env = append(env, "CANGA_HOME="+home, "DOCKER_CONFIG="+dockerConfigDir(home))
 	}
 	return env
 }

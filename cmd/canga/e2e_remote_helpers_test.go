@@ -444,11 +444,11 @@ type remCutWriter struct {
 	off    int64
 }
 
-var remErrCut = errors.New("cut")
+var errRemCut = errors.New("cut")
 
 func (w *remCutWriter) Write(b []byte) (int, error) {
 	if w.left <= 0 {
-		return 0, remErrCut
+		return 0, errRemCut
 	}
 	if int64(len(b)) > w.left {
 		b = b[:w.left]
@@ -464,7 +464,7 @@ func (w *remCutWriter) Write(b []byte) (int, error) {
 		if fl, ok := w.ResponseWriter.(http.Flusher); ok {
 			fl.Flush()
 		}
-		return n, remErrCut
+		return n, errRemCut
 	}
 	return n, err
 }

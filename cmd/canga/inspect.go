@@ -114,7 +114,7 @@ func (c *infoCmd) Run(e *env) error {
 		}
 		d := qcow2Detail{
 			Compat:               "0.10",
-			CompressionType:      h.CompressionName(),
+			CompressionType:      string(h.Compression()),
 			LazyRefcounts:        h.CompatibleFeatures&qcow2.CompatLazyRefcounts != 0,
 			RefcountBits:         h.RefcountBits(),
 			Corrupt:              h.IncompatibleFeatures&qcow2.IncompatCorrupt != 0,

@@ -84,7 +84,7 @@ func buildCommit() string {
 }
 
 type cli struct {
-	Version versionFlag `help:"Print version, commit and Go version, then exit."`
+	Version versionFlag `short:"V" help:"Print version, commit and Go version, then exit."`
 	Home    string      `help:"Canga home directory (config.yaml and default repository)." env:"CANGA_HOME" placeholder:"DIR"`
 	Quiet   bool        `short:"q" help:"No progress bars."`
 
@@ -117,6 +117,8 @@ type cli struct {
 	Logout logoutCmd `cmd:"" help:"Remove the credentials of a registry from Docker's config.json." group:"OCI registries"`
 
 	Build buildCmd `cmd:"" help:"Build a derived image from a Cangafile, with libguestfs." group:"Building"`
+
+	Help helpCmd `cmd:"" help:"List the commands, or describe one (as COMMAND --help)."`
 }
 
 // memoryLimit is the Go runtime's soft memory limit, unless GOMEMLIMIT
@@ -163,6 +165,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "canga: %v\n", err)
 		return 70
 	}
+	if len(args) == 0 {
+		// Bare canga lists the commands, as Cangallo did: not an error.
+		args = []string{"help"}
+	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		// A usage error is an error like any other (SPEC §5, as qemu-img
@@ -206,7 +212,7 @@ func (e *env) warnStaleSignatures() {
 	}
 	for _, r := range e.h.Opened() {
 		if r.Changed() && r.StaleSignature() {
-			e.notice("the index of repository %s changed since it was signed: run canga sign %s --key KEY", r.Name(), r.Name())
+			e.notice("the index of repository %s changed since it was signed: run canga sign %s", r.Name(), r.Name())
 		}
 	}
 }

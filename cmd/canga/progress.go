@@ -67,19 +67,6 @@ func (pr *progress) set(done int64) {
 	pr.mu.Unlock()
 }
 
-// setTotal changes the bar's total, for work whose size grows as it goes.
-func (pr *progress) setTotal(total int64) {
-	if pr.bar == nil {
-		return
-	}
-	pr.mu.Lock()
-	if total != pr.total {
-		pr.total = total
-		pr.bar.SetTotal(total, false)
-	}
-	pr.mu.Unlock()
-}
-
 // done finishes the bar; ok=false removes it (the command failed).
 func (pr *progress) done(ok bool) {
 	if pr.bar == nil {

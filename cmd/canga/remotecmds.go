@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/cangallo/canga/index"
+	"github.com/cangallo/canga/index/signing"
 	"github.com/cangallo/canga/remote"
 	"github.com/cangallo/canga/repo"
 	"github.com/opencontainers/go-digest"
@@ -13,6 +14,7 @@ import (
 
 type fetchCmd struct {
 	Repo string `arg:"" optional:"" name:"REPO" help:"Remote repository (default: every configured remote)."`
+	repoOption
 }
 
 func (c *fetchCmd) Run(e *env) error {
@@ -113,6 +115,7 @@ type importCmd struct {
 	Image string `arg:"" name:"IMAGE" help:"Image to copy, with its ancestors (pulled first if needed)."`
 	Repo  string `arg:"" optional:"" name:"REPO" help:"Local repository to copy into (default: the default one)."`
 	Tag   string `short:"t" help:"Tag the image in REPO."`
+	repoOption
 }
 
 func (c *importCmd) Run(e *env) error {
@@ -154,6 +157,7 @@ func (c *importCmd) Run(e *env) error {
 type serveCmd struct {
 	Repo string `arg:"" optional:"" name:"REPO" help:"Repository to serve (default: the default one)."`
 	Addr string `default:"127.0.0.1:8000" help:"Address to listen on."`
+	repoOption
 }
 
 func (c *serveCmd) Run(e *env) error {
@@ -168,7 +172,18 @@ func (c *serveCmd) Run(e *env) error {
 
 type signCmd struct {
 	Repo string `arg:"" optional:"" name:"REPO" help:"Repository whose index to sign (default: the default one)."`
-	Key  string `required:"" placeholder:"FILE" help:"SSH private key, or a .pub whose key ssh-agent holds."`
+	Key  string `placeholder:"FILE" help:"SSH private key, or a .pub whose key ssh-agent holds (default: see above)."`
+	repoOption
+}
+
+func (c *signCmd) Help() string {
+	return `Writes index.yaml.sig, a signature ssh-keygen -Y verify accepts (namespace canga-index).
+
+Without --key, the key is the first of, in this order:
+  1. signing_key in config.yaml (a private key, or a .pub whose key ssh-agent holds);
+  2. the only key ssh-agent holds (none, or several: go on);
+  3. ~/.ssh/id_ed25519, ~/.ssh/id_ecdsa, ~/.ssh/id_rsa (the first that exists).
+canga says which key signed.`
 }
 
 func (c *signCmd) Run(e *env) error {
@@ -180,16 +195,45 @@ func (c *signCmd) Run(e *env) error {
 		return fmt.Errorf("repository %s is a remote's cache: sign the index where it is published", r.Name())
 	}
 	s, err := r.Sign(e.ctx, c.Key)
+	if errors.Is(err, signing.ErrNoDefaultKey) {
+		return fmt.Errorf("%w: give --key FILE, or set signing_key: FILE in %s (a private key, or the .pub of a key ssh-agent holds)", err, e.h.Config.File)
+	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "signed %s with %s\n", s.File, s.Fingerprint)
+	fmt.Fprintf(e.stdout, "signed %s with %s (%s)\n", s.File, s.Fingerprint, keyWords(s))
 	return nil
+}
+
+// keyWords says which key signed, and why that one.
+func keyWords(s *repo.Signature) string {
+	switch s.KeySource {
+	case repo.KeyConfigured:
+		return "key " + s.Key + ", signing_key of config.yaml"
+	case repo.KeyAgent:
+		if s.Key == "" {
+			return "the only key ssh-agent holds"
+		}
+		return fmt.Sprintf("ssh-agent's only key, %q", s.Key)
+	case repo.KeyDefaultFile:
+		return "key " + s.Key + ", the default: no --key, no signing_key in config.yaml, no single ssh-agent key"
+	}
+	return "key " + s.Key
 }
 
 type verifyCmd struct {
 	Repo           string `arg:"" optional:"" name:"REPO" help:"Repository whose index to verify (default: the default one)."`
-	AllowedSigners string `name:"allowed-signers" placeholder:"FILE" help:"OpenSSH allowed_signers file (default: the repository's from config.yaml)."`
+	AllowedSigners string `name:"allowed-signers" placeholder:"FILE" help:"OpenSSH allowed_signers file (default: see above)."`
+	repoOption
+}
+
+func (c *verifyCmd) Help() string {
+	return `Checks index.yaml.sig against an OpenSSH allowed_signers file, as ssh-keygen -Y verify does.
+
+Without --allowed-signers, the file is the first of, in this order:
+  1. allowed_signers of the repository's entry in config.yaml;
+  2. allowed_signers at the top level of config.yaml.
+canga says which file allowed the signer.`
 }
 
 func (c *verifyCmd) Run(e *env) error {
@@ -199,11 +243,11 @@ func (c *verifyCmd) Run(e *env) error {
 	}
 	s, err := r.Verify(c.AllowedSigners)
 	if errors.Is(err, repo.ErrNoSigners) {
-		return fmt.Errorf("no allowed_signers: give --allowed-signers or set allowed_signers for %s in config.yaml", r.Name())
+		return fmt.Errorf("no allowed_signers for repository %s: give --allowed-signers FILE, or set allowed_signers: FILE in %s (for the repository, or at the top level for all)", r.Name(), e.h.Config.File)
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "Good signature of %s's index by %s (%s)\n", r.Name(), s.Principal, s.Fingerprint)
+	fmt.Fprintf(e.stdout, "Good signature of %s's index by %s (%s), allowed by %s\n", r.Name(), s.Principal, s.Fingerprint, s.AllowedSigners)
 	return nil
 }

@@ -74,6 +74,7 @@ type addCmd struct {
 	OS          string `name:"os" help:"Operating system."`
 	Parent      string `short:"p" placeholder:"IMAGE" help:"Store the image as a delta against this image of the repository."`
 	Compression string `enum:"zlib,zstd,none" default:"zlib" help:"Compression of the stored blob: zlib, zstd or none."`
+	repoOption
 }
 
 func (c *addCmd) Run(e *env) error {
@@ -92,7 +93,7 @@ func (c *addCmd) Run(e *env) error {
 	}
 	opt := repo.AddOptions{
 		Tag: c.Tag, Description: c.Description, OS: c.OS,
-		Compression: index.Compression(c.Compression),
+		Compression: qcow2.Compression(c.Compression),
 		Notice:      func(s string) { e.notice("%s", s) },
 	}
 	if c.Parent != "" {
@@ -146,6 +147,7 @@ type listCmd struct {
 	Repo string `arg:"" optional:"" name:"REPO" help:"Only this repository; oci://HOST/NAME lists a registry repository's images."`
 	JSON bool   `name:"json" help:"Print one JSON document."`
 	registryFlags
+	repoOption
 }
 
 type listItem struct {
@@ -558,6 +560,7 @@ type fsckCmd struct {
 	Repo  string `arg:"" optional:"" name:"REPO" help:"Repository (default: the default one)."`
 	JSON  bool   `name:"json" help:"Print one JSON document."`
 	Quick bool   `help:"Skip what reads the content of blobs: blob digests, image IDs and qcow2 metadata (refcounts, L1/L2 tables). The index, the blob directory and each blob's header (backing file, virtual size) are still checked."`
+	repoOption
 }
 
 func (c *fsckCmd) Run(e *env) error {
@@ -602,6 +605,7 @@ func (c *fsckCmd) Run(e *env) error {
 
 type gcCmd struct {
 	Repo string `arg:"" optional:"" name:"REPO" help:"Repository (default: the default one)."`
+	repoOption
 }
 
 func (c *gcCmd) Run(e *env) error {

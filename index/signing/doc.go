@@ -25,7 +25,9 @@
 // [Verify] reports the signer the way "ssh-keygen -Y find-principals" does;
 // [VerifyPrincipal] checks one named principal, as "-Y verify -I" does.
 // [LoadSigner] signs with a private key file, or with a key held by
-// ssh-agent given its public half, as "ssh-keygen -Y sign -f" does.
+// ssh-agent given its public half, as "ssh-keygen -Y sign -f" does;
+// [DefaultKey] finds one when none is named: ssh-agent's only key, else
+// ~/.ssh/id_ed25519, id_ecdsa or id_rsa.
 //
 // Every input is bounded before it is parsed: signatures to
 // [MaxSignatureSize], allowed_signers files to [MaxAllowedSignersSize] and

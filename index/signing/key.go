@@ -134,18 +134,9 @@ func certSigner(certPath string, cert *ssh.Certificate) (ssh.Signer, error) {
 
 // agentSigner checks that the agent at $SSH_AUTH_SOCK holds pub.
 func agentSigner(pub ssh.PublicKey) (ssh.Signer, error) {
-	sock := os.Getenv("SSH_AUTH_SOCK")
-	if sock == "" {
-		return nil, fmt.Errorf("%w: SSH_AUTH_SOCK is not set", ErrNoAgent)
-	}
-	conn, err := dialAgent(sock, agentListTimeout)
+	sock, keys, err := agentKeys()
 	if err != nil {
 		return nil, err
-	}
-	defer conn.Close()
-	keys, err := agent.NewClient(conn).List()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrNoAgent, sock, err)
 	}
 	for _, k := range keys {
 		if bytes.Equal(k.Marshal(), pub.Marshal()) {

@@ -207,7 +207,7 @@ func generate(opt Options, write func(hex string, file []byte) error) (*index.In
 			Parent:      parent,
 			VirtualSize: virtualSize,
 			ClusterSize: clusterSize,
-			Compression: index.CompressionNone,
+			Compression: qcow2.CompressionNone,
 			Created:     created.Add(time.Duration(i) * time.Minute),
 			Description: fmt.Sprintf("CI build %d of pipeline %d", i, chainNo),
 			OS:          "Debian 12",
