@@ -156,8 +156,9 @@ beyondcpu=$(awk -v a="${C[add]}" -v b="${C[add-empty]}" 'BEGIN { printf "%.2f", 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 cat <<EOF
 
-## Scale: $IMAGES images (bench/scale.sh, issue 11)
+## Scale: $IMAGES images (issue 11)
 
+Made by \`bench/scale.sh\` (\`make bench\` runs it after the table above) on $(date -u +%Y-%m-%d), canga $("$canga" --version | head -1 | cut -d' ' -f2).
 Repository made by cmd/scalegen in ${gen_time} s: $IMAGES images in chains of 1 to $DEPTH, $TAGS tags,
 index.yaml of $((INDEX_SIZE / 1048576)) MiB, $blobs blobs (real qcow2, 3 KiB each). Median of $runs runs after a
 warm-up, peak RSS the largest; load average at the end: $load (other work shares the machine).
