@@ -8,7 +8,7 @@ LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME ?= 60s
 BIN      := bin/canga
 
-.PHONY: all build static test test-short bench fuzz demo deps clean
+.PHONY: all build static test test-short bench fuzz demo deps clean man completion dist deb cross
 
 all: build
 
@@ -21,6 +21,37 @@ static:
 
 deps:
 	scripts/deps.sh
+
+# Man pages (canga.1, canga-COMMAND.1) from the command model, in bin/man.
+man: build
+	rm -rf bin/man && $(BIN) __man bin/man
+
+# Completion scripts for bash, zsh and fish, in bin/completion.
+completion: build
+	mkdir -p bin/completion
+	$(BIN) completion bash >bin/completion/canga.bash
+	$(BIN) completion zsh >bin/completion/_canga
+	$(BIN) completion fish >bin/completion/canga.fish
+
+# A release in DIST: static, reproducible tarballs and .debs for linux/amd64
+# and linux/arm64, SHA256SUMS, and SHA256SUMS.sig when KEY=an SSH key is
+# given (verify: docs/install.md).
+DIST ?= dist
+KEY  ?=
+dist:
+	scripts/deps.sh release
+	scripts/dist.sh '$(VERSION)' '$(DIST)' '$(KEY)'
+
+# The Debian package alone: DIST/canga_VERSION_DEB_ARCH.deb.
+DEB_ARCH ?= amd64
+deb:
+	scripts/deps.sh release
+	ARCHES='$(DEB_ARCH)' DEB_ONLY=1 scripts/dist.sh '$(VERSION)' '$(DIST)'
+
+# What builds for other systems (the Linux-only parts say so at run time).
+cross:
+	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/canga
+	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/canga
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
@@ -53,4 +84,4 @@ demo: deps static
 	scripts/demo.sh $(BIN)
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -9,7 +9,6 @@ import (
 	"syscall"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 )
 
 // CopyFile stores a copy of the regular file at path (another
@@ -37,7 +36,7 @@ func (s *Store) CopyFile(ctx context.Context, path string, expected digest.Diges
 		}
 	}
 	// O_NONBLOCK: a FIFO planted under the name must not hang the copy.
-	src, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	src, err := os.OpenFile(path, os.O_RDONLY|noFollow|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return BlobInfo{}, wrap("copy", path, err)
 	}
@@ -88,16 +87,4 @@ func (s *Store) CopyFile(ctx context.Context, path string, expected digest.Diges
 	}
 	info.Chunks = chunkList(ch)
 	return info, nil
-}
-
-// clone makes dst a copy-on-write clone of src, and reports whether the
-// file system could. dst is empty, so a failed attempt leaves nothing to
-// undo.
-func clone(dst, src *os.File) bool {
-	err := unix.IoctlFileClone(int(dst.Fd()), int(src.Fd()))
-	if err != nil {
-		// EXDEV, EOPNOTSUPP, EINVAL, ENOTTY...: no clone here; copy.
-		return false
-	}
-	return true
 }

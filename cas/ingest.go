@@ -236,7 +236,6 @@ type options struct {
 	chunkSize int64 // WithChunks: compute the chunk list
 	// WithChunkList (partials only): the chunks must be these.
 	wantChunks []byte
-	wantSize   int64
 }
 
 func parseOptions(opts []Option) (options, error) {

@@ -12,13 +12,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 )
-
-const noFollow = syscall.O_NOFOLLOW
 
 // TempFile is a file in .tmp/ that the caller fills with random access (a
 // qcow2 writer) before [Store.CommitFile] turns it into a blob. It holds an
@@ -178,35 +174,6 @@ func (s *Store) CommitFile(ctx context.Context, t *TempFile, expected digest.Dig
 	}
 	info.Chunks = chunkList(ch)
 	return info, nil
-}
-
-// tryLock takes an exclusive flock on f without blocking; false means
-// someone else holds it.
-func tryLock(f *os.File) (bool, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return false, err
-	}
-	var ferr error
-	cerr := rc.Control(func(fd uintptr) {
-		for {
-			ferr = unix.Flock(int(fd), unix.LOCK_EX|unix.LOCK_NB)
-			if ferr != unix.EINTR {
-				return
-			}
-		}
-	})
-	if cerr != nil {
-		return false, cerr
-	}
-	switch {
-	case ferr == nil:
-		return true, nil
-	case errors.Is(ferr, unix.EWOULDBLOCK):
-		return false, nil
-	default:
-		return false, &os.PathError{Op: "flock", Path: f.Name(), Err: ferr}
-	}
 }
 
 // lockedAndLinked flocks f and checks that its name still leads to it: a

@@ -23,7 +23,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 
 	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/config"
@@ -79,11 +78,9 @@ type fileID struct {
 }
 
 func idOf(fi fs.FileInfo) (fileID, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileID{}, false
-	}
-	return fileID{uint64(st.Dev), st.Ino, st.Size, st.Mtim.Nano(), st.Ctim.Nano()}, true
+	id := fileID{Size: fi.Size(), Mtime: fi.ModTime().UnixNano()}
+	sysFileID(fi, &id)
+	return id, true
 }
 
 // idOfPath is the identity of the file at p, ok false if there is none.

@@ -3,25 +3,38 @@
 # they are missing. Safe to run again: it only installs what is absent.
 set -eu
 
+# deps.sh release: only what make dist and make deb need (dpkg-deb, tar,
+# gzip, ssh-keygen to sign, man to read the pages).
 need=""
 want() { # want COMMAND PACKAGE
 	command -v "$1" >/dev/null 2>&1 || need="$need $2"
 }
-want qemu-img qemu-utils
-want qemu-io qemu-utils
-want mkfs.ext4 e2fsprogs
-want debugfs e2fsprogs
-want filefrag e2fsprogs
-want mkfs.btrfs btrfs-progs
+want dpkg-deb dpkg
 want ssh-keygen openssh-client
-want python3 python3
-want curl curl
-want openssl openssl
-want debootstrap debootstrap
-want virt-customize libguestfs-tools
-want /usr/bin/time time
-want docker-registry docker-registry
-[ -n "$(ls /boot/vmlinuz-* 2>/dev/null)" ] || need="$need linux-image-amd64"
+want man man-db
+if [ "${1:-}" = release ]; then
+	want gzip gzip
+	want tar tar
+	want sha256sum coreutils
+else
+	want qemu-img qemu-utils
+	want qemu-io qemu-utils
+	want mkfs.ext4 e2fsprogs
+	want debugfs e2fsprogs
+	want filefrag e2fsprogs
+	want mkfs.btrfs btrfs-progs
+	want python3 python3
+	want curl curl
+	want openssl openssl
+	want debootstrap debootstrap
+	want virt-customize libguestfs-tools
+	want /usr/bin/time time
+	want docker-registry docker-registry
+	# The completion tests run bash, zsh and fish.
+	want zsh zsh
+	want fish fish
+	[ -n "$(ls /boot/vmlinuz-* 2>/dev/null)" ] || need="$need linux-image-amd64"
+fi
 
 if ! command -v go >/dev/null 2>&1; then
 	echo "deps: Go is missing: install Go 1.26 (https://go.dev/dl) and put it on PATH" >&2

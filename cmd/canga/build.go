@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 
 	"github.com/cangallo/canga/guestfs"
@@ -32,6 +33,11 @@ func (c *buildCmd) Run(e *env) error {
 		NoNetwork: c.NoNetwork,
 		Output:    func(line string) { fmt.Fprintln(e.stderr, line) },
 		Notice:    func(s string) { e.notice("%s", s) },
+	}
+	if runtime.GOOS != "linux" && !c.DryRun {
+		// libguestfs boots a Linux appliance with KVM: it exists only
+		// there. --dry-run, which only renders the tasks, works anywhere.
+		return fmt.Errorf("build runs the tasks with libguestfs, which is Linux-only (this canga is for %s/%s; --dry-run works here)", runtime.GOOS, runtime.GOARCH)
 	}
 	if c.DryRun {
 		out, err := h.BuildDryRun(cf, opt)

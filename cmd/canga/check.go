@@ -16,6 +16,7 @@ type checkCmd struct {
 // checkReport has qemu-img check --output=json's keys and omits the
 // counts that are zero, as qemu does (check-errors is always there).
 type checkReport struct {
+	Version            int    `json:"version"` // canga's schema version; the rest are qemu-img's keys
 	Filename           string `json:"filename"`
 	Format             string `json:"format"`
 	CheckErrors        int64  `json:"check-errors"`
@@ -64,6 +65,7 @@ func (c *checkCmd) Run(e *env) error {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "    ")
 		err = enc.Encode(checkReport{
+			Version:            jsonVersion,
 			Filename:           c.File,
 			Format:             qcow2.FormatQcow2,
 			CheckErrors:        res.CheckErrors,

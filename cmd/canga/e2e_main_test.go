@@ -443,16 +443,22 @@ type listEntry struct {
 func listJSON(t testing.TB, home string) []listEntry {
 	t.Helper()
 	out := ok(t, home, "list", "--json")
-	var items []listEntry
+	var doc struct {
+		Version int         `json:"version"`
+		Images  []listEntry `json:"images"`
+	}
 	dec := json.NewDecoder(strings.NewReader(out))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&items); err != nil {
+	if err := dec.Decode(&doc); err != nil {
 		t.Fatalf("list --json: %v\n%s", err, out)
 	}
 	if dec.More() {
 		t.Fatalf("list --json: more than one JSON document\n%s", out)
 	}
-	return items
+	if doc.Version != 1 || doc.Images == nil {
+		t.Fatalf("list --json: version %d, images %v\n%s", doc.Version, doc.Images, out)
+	}
+	return doc.Images
 }
 
 func findItem(items []listEntry, id string) *listEntry {

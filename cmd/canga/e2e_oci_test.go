@@ -594,11 +594,19 @@ type ociListItem struct {
 func ociListJSON(t testing.TB, home string, args ...string) []ociListItem {
 	t.Helper()
 	out := ok(t, home, args...)
-	var raw []map[string]any
-	dec := json.NewDecoder(strings.NewReader(out))
-	if err := dec.Decode(&raw); err != nil {
-		t.Fatalf("list %v: not a JSON array: %v\n%s", args, err, out)
+	var doc struct {
+		Version    int              `json:"version"`
+		Repository string           `json:"repository"`
+		Tags       []map[string]any `json:"tags"`
 	}
+	dec := json.NewDecoder(strings.NewReader(out))
+	if err := dec.Decode(&doc); err != nil {
+		t.Fatalf("list %v: not a JSON document: %v\n%s", args, err, out)
+	}
+	if doc.Version != 1 || doc.Tags == nil || !strings.HasPrefix(doc.Repository, "oci://") {
+		t.Fatalf("list %v: version %d, repository %q, tags %v", args, doc.Version, doc.Repository, doc.Tags)
+	}
+	raw := doc.Tags
 	if dec.More() {
 		t.Fatalf("list %v: more than one JSON document\n%s", args, out)
 	}

@@ -917,7 +917,7 @@ func TestAddInterrupted(t *testing.T) {
 // of SPEC §3; --home overrides CANGA_HOME.
 func TestFreshHome(t *testing.T) {
 	home := filepath.Join(t.TempDir(), "new", "home")
-	if out := ok(t, home, "list", "--json"); strings.TrimSpace(out) != "[]" {
+	if out := ok(t, home, "list", "--json"); strings.Join(strings.Fields(out), "") != `{"version":1,"images":[]}` {
 		t.Errorf("list --json of a fresh home: %q", out)
 	}
 	cfg, err := os.ReadFile(filepath.Join(home, "config.yaml"))

@@ -115,15 +115,18 @@ func TestScale(t *testing.T) {
 	if want := "default:" + gen.Tag; !strings.Contains(strings.Join(lines, "\n"), want) {
 		t.Errorf("list does not show %s", want)
 	}
-	var items []struct {
-		ID      string   `json:"id"`
-		Tags    []string `json:"tags"`
-		Present bool     `json:"present"`
-		Parent  string   `json:"parent"`
+	var doc struct {
+		Images []struct {
+			ID      string   `json:"id"`
+			Tags    []string `json:"tags"`
+			Present bool     `json:"present"`
+			Parent  string   `json:"parent"`
+		} `json:"images"`
 	}
-	if err := json.Unmarshal([]byte(run("list", "--json", "default")), &items); err != nil {
+	if err := json.Unmarshal([]byte(run("list", "--json", "default")), &doc); err != nil {
 		t.Fatal(err)
 	}
+	items := doc.Images
 	tagged, present, derived := 0, 0, 0
 	for _, it := range items {
 		tagged += len(it.Tags)

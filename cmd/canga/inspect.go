@@ -6,21 +6,23 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/cangallo/canga/qcow2"
 )
 
 type digestCmd struct {
 	Files []string `arg:"" name:"FILE" help:"Disk images (qcow2 with their backing chain, or raw)."`
+	JSON  bool     `name:"json" help:"Print one JSON document."`
 }
 
 func (c *digestCmd) Run(e *env) error {
 	failed := 0
+	doc := digestDoc{Version: jsonVersion, Images: []digestItem{}}
 	for _, name := range c.Files {
 		d, err := qcow2.OpenFile(name)
 		if err != nil {
 			fmt.Fprintf(e.stderr, "canga: %v\n", err)
+			doc.Images = append(doc.Images, digestItem{File: name, Error: err.Error()})
 			failed++
 			continue
 		}
@@ -30,10 +32,20 @@ func (c *digestCmd) Run(e *env) error {
 		d.Close()
 		if err != nil {
 			fmt.Fprintf(e.stderr, "canga: %s: %v\n", name, err)
+			doc.Images = append(doc.Images, digestItem{File: name, Error: err.Error()})
 			failed++
 			continue
 		}
+		if c.JSON {
+			doc.Images = append(doc.Images, digestItem{File: name, ID: id})
+			continue
+		}
 		fmt.Fprintf(e.stdout, "%s  %s\n", id, name)
+	}
+	if c.JSON {
+		if err := writeJSON(e, doc); err != nil {
+			return err
+		}
 	}
 	if failed > 0 {
 		return &exitError{code: 1}
@@ -49,6 +61,7 @@ type infoCmd struct {
 // imageInfo has qemu-img info --output=json's keys, so scripts written for
 // qemu-img keep working.
 type imageInfo struct {
+	Version             int             `json:"version"` // canga's schema version; the rest are qemu-img's keys
 	Filename            string          `json:"filename"`
 	Format              string          `json:"format"`
 	VirtualSize         int64           `json:"virtual-size"`
@@ -89,9 +102,9 @@ func (c *infoCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	info := imageInfo{Filename: c.File, Format: qcow2.FormatRaw, VirtualSize: (fi.Size() + 511) &^ 511, ActualSize: fi.Size()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		info.ActualSize = st.Blocks * 512
+	info := imageInfo{Version: jsonVersion, Filename: c.File, Format: qcow2.FormatRaw, VirtualSize: (fi.Size() + 511) &^ 511, ActualSize: fi.Size()}
+	if n, ok := allocatedBytes(fi); ok {
+		info.ActualSize = n
 	}
 	h, err := qcow2.ReadHeader(f, fi.Size())
 	switch {

@@ -12,7 +12,7 @@ import (
 )
 
 // TestJSONList: the streamed list is byte for byte what json.Encoder with
-// writeJSON's indent writes for the whole slice.
+// writeJSON's indent writes for the whole listDoc.
 func TestJSONList(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	nanos := time.Date(1, 12, 31, 23, 59, 59, 123456700, time.UTC)
@@ -26,7 +26,7 @@ func TestJSONList(t *testing.T) {
 		var want, got bytes.Buffer
 		enc := json.NewEncoder(&want)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(items); err != nil {
+		if err := enc.Encode(listDoc{Version: jsonVersion, Images: items}); err != nil {
 			t.Fatal(err)
 		}
 		l := newJSONList(&got)

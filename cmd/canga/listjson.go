@@ -8,8 +8,8 @@ import (
 	"unicode/utf8"
 )
 
-// jsonList writes the items of `list --json` as writeJSON writes a slice
-// of them, byte for byte (TestJSONList), one item at a time and without
+// jsonList writes `list --json`, the listDoc that writeJSON would write,
+// byte for byte (TestJSONList), one item at a time and without
 // reflection: the list of 100,000 images is tens of megabytes of JSON,
 // which json.Encoder would build whole in memory first, and
 // json.MarshalIndent took most of the command's time.
@@ -24,45 +24,47 @@ func newJSONList(w io.Writer) *jsonList { return &jsonList{w: bufio.NewWriterSiz
 func (l *jsonList) item(it *listItem) error {
 	b := l.buf[:0]
 	if l.n == 0 {
-		b = append(b, "[\n  {\n"...)
+		b = append(b, "{\n  \"version\": "...)
+		b = strconv.AppendInt(b, jsonVersion, 10)
+		b = append(b, ",\n  \"images\": [\n    {\n"...)
 	} else {
-		b = append(b, ",\n  {\n"...)
+		b = append(b, ",\n    {\n"...)
 	}
 	l.n++
 	b = jsonField(b, "repo", it.Repo, false)
 	b = jsonField(b, "id", string(it.ID), false)
 	if len(it.Tags) == 0 {
-		b = append(b, "    \"tags\": [],\n"...)
+		b = append(b, "      \"tags\": [],\n"...)
 	} else {
-		b = append(b, "    \"tags\": [\n"...)
+		b = append(b, "      \"tags\": [\n"...)
 		for i, t := range it.Tags {
-			b = append(b, "      "...)
+			b = append(b, "        "...)
 			b = jsonString(b, t)
 			if i < len(it.Tags)-1 {
 				b = append(b, ',')
 			}
 			b = append(b, '\n')
 		}
-		b = append(b, "    ],\n"...)
+		b = append(b, "      ],\n"...)
 	}
 	b = jsonField(b, "parent", string(it.Parent), true)
 	b = jsonField(b, "blob", string(it.Blob), true)
-	b = append(b, "    \"blob-size\": "...)
+	b = append(b, "      \"blob-size\": "...)
 	b = strconv.AppendInt(b, it.BlobSize, 10)
-	b = append(b, ",\n    \"virtual-size\": "...)
+	b = append(b, ",\n      \"virtual-size\": "...)
 	b = strconv.AppendInt(b, it.VirtualSize, 10)
 	b = append(b, ",\n"...)
 	if it.Created != nil {
 		// time.Time's MarshalJSON; the index keeps years within 0-9999.
-		b = append(b, "    \"created\": \""...)
+		b = append(b, "      \"created\": \""...)
 		b = it.Created.AppendFormat(b, time.RFC3339Nano)
 		b = append(b, "\",\n"...)
 	}
 	b = jsonField(b, "description", it.Description, true)
 	b = jsonField(b, "os", it.OS, true)
-	b = append(b, "    \"present\": "...)
+	b = append(b, "      \"present\": "...)
 	b = strconv.AppendBool(b, it.Present)
-	b = append(b, "\n  }"...)
+	b = append(b, "\n    }"...)
 	l.buf = b
 	_, err := l.w.Write(b)
 	return err
@@ -70,20 +72,20 @@ func (l *jsonList) item(it *listItem) error {
 
 func (l *jsonList) close() error {
 	if l.n == 0 {
-		l.w.WriteString("[]\n")
+		l.w.WriteString("{\n  \"version\": " + strconv.Itoa(jsonVersion) + ",\n  \"images\": []\n}\n")
 	} else {
-		l.w.WriteString("\n]\n")
+		l.w.WriteString("\n  ]\n}\n")
 	}
 	return l.w.Flush()
 }
 
-// jsonField appends `    "key": "value",` and a newline; nothing for an
+// jsonField appends `      "key": "value",` and a newline; nothing for an
 // empty value with omitEmpty.
 func jsonField(b []byte, key, value string, omitEmpty bool) []byte {
 	if omitEmpty && value == "" {
 		return b
 	}
-	b = append(b, "    \""...)
+	b = append(b, "      \""...)
 	b = append(b, key...)
 	b = append(b, "\": "...)
 	b = jsonString(b, value)

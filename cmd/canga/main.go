@@ -118,7 +118,24 @@ type cli struct {
 
 	Build buildCmd `cmd:"" help:"Build a derived image from a Cangafile, with libguestfs." group:"Building"`
 
-	Help helpCmd `cmd:"" help:"List the commands, or describe one (as COMMAND --help)."`
+	Help       helpCmd       `cmd:"" help:"List the commands, or describe one (as COMMAND --help)."`
+	Completion completionCmd `cmd:"" help:"Print a shell completion script (bash, zsh or fish)."`
+
+	// For the completion scripts and make man: not for people.
+	Complete completeCmd `cmd:"" name:"__complete" hidden:"" help:"Print completion candidates for a command line."`
+	Man      manCmd      `cmd:"" name:"__man" hidden:"" help:"Write the man pages into a directory."`
+}
+
+// newParser builds the command line model and parser of c.
+func newParser(c *cli, stdout, stderr io.Writer) (*kong.Kong, error) {
+	return kong.New(c,
+		kong.Name("canga"),
+		kong.Description("Keep qcow2 disk images in a content-addressed repository."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(exitSignal(code)) }),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
 }
 
 // memoryLimit is the Go runtime's soft memory limit, unless GOMEMLIMIT
@@ -153,14 +170,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 	}()
 	var c cli
-	parser, err := kong.New(&c,
-		kong.Name("canga"),
-		kong.Description("Keep qcow2 disk images in a content-addressed repository."),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { panic(exitSignal(code)) }),
-		kong.UsageOnError(),
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-	)
+	parser, err := newParser(&c, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "canga: %v\n", err)
 		return 70

@@ -12,7 +12,7 @@ import (
 	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/registry"
 	"github.com/cangallo/canga/repo"
-	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 )
 
 // registryFlags are how every registry command reaches its registry.
@@ -135,7 +135,7 @@ func (c *listCmd) listRegistry(e *env) error {
 		if tags == nil {
 			tags = []repo.RegistryTag{}
 		}
-		return writeJSON(e, tags)
+		return writeJSON(e, registryListDoc{Version: jsonVersion, Repository: c.Repo, Tags: tags})
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TAG\tIMAGE\tKIND\tDIGEST")
@@ -214,32 +214,16 @@ func (c *logoutCmd) Run(e *env) error {
 
 func isTerminalFile(r io.Reader) bool {
 	f, ok := r.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // readPassword reads a line from the terminal f without echoing it.
 func readPassword(f *os.File, prompt io.Writer) (string, error) {
-	fd := int(f.Fd())
-	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	fmt.Fprint(prompt, "Password: ")
+	b, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(prompt)
 	if err != nil {
 		return "", err
 	}
-	quiet := *old
-	quiet.Lflag &^= unix.ECHO
-	quiet.Lflag |= unix.ICANON | unix.ISIG
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &quiet); err != nil {
-		return "", err
-	}
-	defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
-	fmt.Fprint(prompt, "Password: ")
-	line, err := bufio.NewReader(f).ReadString('\n')
-	fmt.Fprintln(prompt)
-	if err != nil && line == "" {
-		return "", err
-	}
-	return strings.TrimRight(line, "\r\n"), nil
+	return strings.TrimRight(string(b), "\r\n"), nil
 }

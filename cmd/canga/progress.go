@@ -8,7 +8,7 @@ import (
 
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
-	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 )
 
 // progress is a byte-counting bar on a terminal, and nothing elsewhere.
@@ -27,13 +27,13 @@ func isTerminal(w io.Writer) bool {
 	if !ok {
 		return false
 	}
-	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil {
+	if !term.IsTerminal(int(f.Fd())) {
 		return false
 	}
 	// A terminal without a size (a bare pty) cannot show a bar: mpb would
 	// print lines of width zero.
-	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
-	return err == nil && ws.Col > 0
+	cols, _, err := term.GetSize(int(f.Fd()))
+	return err == nil && cols > 0
 }
 
 // newProgress starts a bar of total bytes named label, unless the user

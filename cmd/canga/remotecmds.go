@@ -224,6 +224,7 @@ func keyWords(s *repo.Signature) string {
 type verifyCmd struct {
 	Repo           string `arg:"" optional:"" name:"REPO" help:"Repository whose index to verify (default: the default one)."`
 	AllowedSigners string `name:"allowed-signers" placeholder:"FILE" help:"OpenSSH allowed_signers file (default: see above)."`
+	JSON           bool   `name:"json" help:"Print one JSON document, for a bad signature too."`
 	repoOption
 }
 
@@ -244,6 +245,9 @@ func (c *verifyCmd) Run(e *env) error {
 	s, err := r.Verify(c.AllowedSigners)
 	if errors.Is(err, repo.ErrNoSigners) {
 		return fmt.Errorf("no allowed_signers for repository %s: give --allowed-signers FILE, or set allowed_signers: FILE in %s (for the repository, or at the top level for all)", r.Name(), e.h.Config.File)
+	}
+	if c.JSON {
+		return writeVerifyDoc(e, r, s, err)
 	}
 	if err != nil {
 		return err

@@ -392,6 +392,7 @@ func (c *showCmd) Run(e *env) error {
 		return err
 	}
 	item := struct {
+		Version int `json:"version"`
 		listItem
 		ClusterSize int64           `json:"cluster-size,omitempty"`
 		Compression string          `json:"compression,omitempty"`
@@ -399,6 +400,7 @@ func (c *showCmd) Run(e *env) error {
 		Children    []digest.Digest `json:"children"`
 		Cangafile   any             `json:"cangafile,omitempty"`
 	}{
+		Version:     jsonVersion,
 		listItem:    newListItem(r, ix, id, ix.TagsOf(id), r.Present(en)),
 		ClusterSize: en.ClusterSize, Compression: string(en.Compression), Chain: chain, Children: ix.Children(id),
 	}
@@ -573,7 +575,7 @@ func (c *fsckCmd) Run(e *env) error {
 		return err
 	}
 	if c.JSON {
-		if err := writeJSON(e, rep); err != nil {
+		if err := writeJSON(e, newFsckDoc(r, rep)); err != nil {
 			return err
 		}
 	} else {
