@@ -4,7 +4,8 @@
 // which compare the deflate decoder with zlib run by python3, FuzzCheck,
 // FuzzConvertRoundTrip; index: FuzzParse, FuzzCanonical (the canonical
 // reader and writer against yaml.v3); index/signing:
-// FuzzParseAllowedSigners, FuzzVerify; guestfs: FuzzRunCommand), each with
+// FuzzParseAllowedSigners, FuzzVerify; guestfs: FuzzRunCommand; nbd:
+// FuzzHandshake, FuzzRequests), each with
 // a seed corpus in its testdata/fuzz directory or added at test time.
 // `make fuzz` runs every target of every package for FUZZTIME.
 package fuzz

@@ -33,6 +33,7 @@ var rules = []rule{
 	{pkg: "remote", deny: []string{"cas", "index", "qcow2", "config", "repo", "registry", "cmd/"}, why: "a transport moves bytes and knows nothing of stores"},
 	{pkg: "registry", deny: []string{"cas", "index", "qcow2", "config", "repo", "remote", "cmd/"}, why: "a transport moves bytes and knows nothing of stores"},
 	{pkg: "guestfs", deny: []string{"cas", "repo", "remote", "registry", "cmd/"}, why: "builds are orchestrated by repo"},
+	{pkg: "nbd", deny: []string{"qcow2", "cas", "index", "config", "remote", "registry", "repo", "guestfs", "cmd/"}, why: "the protocol serves any io.ReaderAt and knows nothing else of canga"},
 	{pkg: "repo", deny: []string{"cmd/"}, why: "libraries never talk to people"},
 	{pkg: "cmd/canga", deny: []string{"cas"}, direct: true, why: "every way into a store goes through repo"},
 }

@@ -30,7 +30,7 @@ func FreePort(t testing.TB) int {
 }
 
 // serverWait is how long a server process may take to answer.
-const serverWait = 15 * time.Second
+const serverWait = 60 * time.Second
 
 // StartServer starts a server process, in its own process group that is
 // killed (children and all) when the test ends, and waits until url
