@@ -14,7 +14,7 @@ import (
 	"github.com/cangallo/canga/internal/atomicfile"
 
 	"github.com/cangallo/canga/internal/yamlnode"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 const (

@@ -232,23 +232,49 @@ func ReadHeader(ra io.ReaderAt, fileSize int64) (*Header, error) {
 	if first < int64(h.HeaderLength) {
 		return nil, corruptf("header truncated: %d of %d bytes", first, h.HeaderLength)
 	}
-	buf := make([]byte, first)
-	if _, err := ra.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("qcow2: read header cluster: %w", err)
+	// The header, its extensions and the backing file name nearly always
+	// fit in the first kilobytes: read those, and the whole cluster only
+	// when they run further (fsck reads the headers of 100,000 blobs whose
+	// clusters are 64 KiB). What is parsed is the same either way.
+	fixedHeader := *h
+	for read := min(first, headPrefix); ; read = first {
+		*h = fixedHeader
+		buf := make([]byte, read)
+		if _, err := ra.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("qcow2: read header cluster: %w", err)
+		}
+		err := h.parseCluster(buf, int(first), fileSize)
+		if errors.Is(err, errShortPrefix) && read < first {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		break
 	}
+	return h, nil
+}
+
+// headPrefix is how much of the first cluster ReadHeader reads first.
+const headPrefix = 4096
+
+// errShortPrefix: the part of the first cluster read is not enough.
+var errShortPrefix = errors.New("qcow2: header runs past the part read")
+
+// parseCluster parses what the header describes in buf, the first
+// len(buf) bytes of the first cluster, which has full bytes in the file.
+// A buf shorter than full that does not hold it all is errShortPrefix.
+func (h *Header) parseCluster(buf []byte, full int, fileSize int64) error {
 	if h.Version == 3 && h.HeaderLength > v3MinHeaderLength {
 		h.CompressionType = buf[104]
 	}
-	if err := h.parseExtensions(buf); err != nil {
-		return nil, err
+	if err := h.parseExtensions(buf, full); err != nil {
+		return err
 	}
 	if err := h.validate(fileSize); err != nil {
-		return nil, err
+		return err
 	}
-	if err := h.parseBackingName(buf); err != nil {
-		return nil, err
-	}
-	return h, nil
+	return h.parseBackingName(buf, full)
 }
 
 func (h *Header) validate(fileSize int64) error {
@@ -337,7 +363,8 @@ func checkTable(what string, off, n, clusterSize uint64, fileSize int64) error {
 	return nil
 }
 
-func (h *Header) parseExtensions(buf []byte) error {
+func (h *Header) parseExtensions(buf []byte, full int) error {
+	short := len(buf) < full
 	if h.Version == 2 && h.BackingFileOffset != 0 && h.BackingFileOffset < v2HeaderLength {
 		return corruptf("backing file name overlaps the header")
 	}
@@ -350,8 +377,14 @@ func (h *Header) parseExtensions(buf []byte) error {
 		end = h.BackingFileOffset
 	}
 	seen := map[uint32]bool{}
+	// Running into the end of a part of the cluster is not the end of
+	// the area.
+	cut := short && end == uint64(len(buf))
 	for {
 		if off+8 > end {
+			if cut {
+				return errShortPrefix
+			}
 			// qemu stops quietly when the area is exhausted.
 			h.ExtensionsEnd = off
 			return nil
@@ -364,6 +397,9 @@ func (h *Header) parseExtensions(buf []byte) error {
 			return nil
 		}
 		if length > end-off {
+			if cut {
+				return errShortPrefix
+			}
 			return corruptf("header extension %#x of %d bytes runs past the header area", typ, length)
 		}
 		data := buf[off : off+length]
@@ -398,7 +434,7 @@ func (h *Header) parseExtensions(buf []byte) error {
 	}
 }
 
-func (h *Header) parseBackingName(buf []byte) error {
+func (h *Header) parseBackingName(buf []byte, full int) error {
 	if h.BackingFileOffset == 0 {
 		if h.BackingFormat != "" {
 			return corruptf("backing format %q without a backing file", h.BackingFormat)
@@ -416,6 +452,9 @@ func (h *Header) parseBackingName(buf []byte) error {
 		return corruptf("backing file name runs past the first cluster")
 	}
 	if end > uint64(len(buf)) {
+		if len(buf) < full {
+			return errShortPrefix
+		}
 		return corruptf("backing file name runs past the end of the file")
 	}
 	if h.BackingFileOffset < uint64(h.HeaderLength) {

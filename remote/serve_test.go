@@ -141,6 +141,21 @@ func TestHandlerRanges(t *testing.T) {
 	if got := resp.Header.Get("ETag"); got == indexETag || got == "" {
 		t.Fatalf("ETag %q after the index changed", got)
 	}
+	// If-Modified-Since alone (what a client that only kept the
+	// Last-Modified sends): 304 for the version it has.
+	req, err := http.NewRequest("GET", srv.URL+"/index.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("If-Modified-Since", resp.Header.Get("Last-Modified"))
+	ims, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ims.Body.Close()
+	if ims.StatusCode != http.StatusNotModified {
+		t.Fatalf("If-Modified-Since of the current version: %d", ims.StatusCode)
+	}
 }
 
 // rawGet sends a request line as given, over TCP, so that no client
