@@ -107,6 +107,9 @@ func openChain(name, format string, o *options, above []os.FileInfo) (d Disk, er
 	if err != nil {
 		return fail(err)
 	}
+	if err := ValidateTables(f, size, hdr); err != nil {
+		return fail(err)
+	}
 	var backing Disk
 	if hdr.BackingFile != "" {
 		resolve := o.resolve
