@@ -6,6 +6,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 )
 
 // loadBitmaps reads the bitmap directory (qemu's bitmap_list_load) with
@@ -46,7 +47,7 @@ func (c *checker) loadBitmaps() error {
 		if !b.inUse() && !bitmapTableSizeValid(b, c.bits, virtual) {
 			return corruptf("could not read bitmap %q: its table has %d entries, not the number its size and granularity need", b.name, b.tableSize)
 		}
-		c.bitmaps = append(c.bitmaps, checkBitmap{tableOffset: b.tableOffset, tableSize: b.tableSize})
+		c.bitmaps = append(c.bitmaps, checkBitmap{tableOffset: b.tableOffset, tableSize: b.tableSize, inUse: b.inUse()})
 	}
 	return nil
 }
@@ -54,6 +55,43 @@ func (c *checker) loadBitmaps() error {
 type checkBitmap struct {
 	tableOffset uint64
 	tableSize   uint32
+	inUse       bool
+}
+
+// openBitmapsForCheck makes the bitmap checks of qemu's opening of an
+// image for qemu-img check (qcow2_load_dirty_bitmaps): the directory, and
+// the tables of the bitmaps not in use, which qemu loads. Past the end of
+// the file, the tables read as zeros.
+func openBitmapsForCheck(ra io.ReaderAt, fileSize int64, h *Header) error {
+	c := &checker{ra: ra, fileSize: fileSize, hdr: h, bits: h.ClusterBits, cs: h.ClusterSize()}
+	if err := c.loadBitmaps(); err != nil {
+		return err
+	}
+	buf := make([]byte, 64<<10)
+	for _, b := range c.bitmaps {
+		if b.inUse {
+			continue
+		}
+		n := int64(b.tableSize) * 8
+		if b.tableOffset > uint64(checkMaxOffset-n) {
+			return corruptf("could not read the table of a bitmap: offset %#x out of range", b.tableOffset)
+		}
+		// Only the entries inside the file can be wrong.
+		inFile := c.entriesInFile(b.tableOffset, int64(b.tableSize), 8) * 8
+		for done := int64(0); done < inFile; {
+			p := buf[:min(inFile-done, int64(len(buf)))]
+			if err := c.readZ(p, int64(b.tableOffset)+done); err != nil {
+				return err
+			}
+			for j := 0; j < len(p); j += 8 {
+				if e := binary.BigEndian.Uint64(p[j:]); !bitmapTableEntryValid(e, uint64(c.cs)) {
+					return corruptf("could not read the table of a bitmap at %#x: invalid entry %#x", b.tableOffset, e)
+				}
+			}
+			done += int64(len(p))
+		}
+	}
+	return nil
 }
 
 // checkBitmaps counts the bitmap directory, the bitmap tables and the
