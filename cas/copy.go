@@ -52,17 +52,22 @@ func (s *Store) CopyFile(ctx context.Context, path string, expected digest.Diges
 	if size >= 0 && fi.Size() != size {
 		return BlobInfo{}, wrap("copy", path, &SizeMismatchError{Expected: size, Actual: fi.Size()})
 	}
+	o, err := parseOptions(opts)
+	if err != nil {
+		return BlobInfo{}, wrap("copy", path, err)
+	}
 	tf, err := s.createTemp("copy-*")
 	if err != nil {
 		return BlobInfo{}, wrap("copy", path, err)
 	}
 	defer tf.Discard() // no-op once published
 	h := sha256.New()
+	hw, ch := hashers(h, o)
 	var n int64
 	if clone(tf.File, src) {
-		n, err = copyHashed(ctx, nil, io.NewSectionReader(tf.File, 0, fi.Size()+1), h, 0, size, progress)
+		n, err = copyHashed(ctx, nil, io.NewSectionReader(tf.File, 0, fi.Size()+1), hw, 0, size, progress)
 	} else {
-		n, err = copyHashed(ctx, tf.File, io.NewSectionReader(src, 0, fi.Size()+1), h, 0, size, progress)
+		n, err = copyHashed(ctx, tf.File, io.NewSectionReader(src, 0, fi.Size()+1), hw, 0, size, progress)
 	}
 	if err != nil {
 		return BlobInfo{}, wrap("copy", path, err)
@@ -81,6 +86,7 @@ func (s *Store) CopyFile(ctx context.Context, path string, expected digest.Diges
 	if err != nil {
 		return BlobInfo{}, wrap("copy", string(actual), err)
 	}
+	info.Chunks = chunkList(ch)
 	return info, nil
 }
 

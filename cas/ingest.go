@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -29,7 +28,7 @@ var bufPool = sync.Pool{New: func() any {
 // costs at most one buffer more than the expected size. progress, if not nil,
 // receives start plus the bytes copied so far. Errors of r are wrapped in
 // *sourceError.
-func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h hash.Hash, start, limit int64, progress func(int64)) (int64, error) {
+func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, start, limit int64, progress func(int64)) (int64, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -53,7 +52,9 @@ func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h hash.Hash, star
 					return n, err
 				}
 			}
-			h.Write(buf[:m])
+			if _, err := h.Write(buf[:m]); err != nil {
+				return n, err
+			}
 			n += int64(m)
 			if progress != nil {
 				progress(start + n)
@@ -99,6 +100,10 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, expected digest.Digest,
 	if r == nil {
 		return BlobInfo{}, wrap("ingest", subject, errors.New("nil reader"))
 	}
+	o, err := parseOptions(opts)
+	if err != nil {
+		return BlobInfo{}, wrap("ingest", subject, err)
+	}
 	tf, err := s.createTemp("ingest-*")
 	if err != nil {
 		return BlobInfo{}, wrap("ingest", subject, err)
@@ -106,7 +111,8 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, expected digest.Digest,
 	defer tf.Discard() // no-op once published; removes the temp file on every error path
 
 	h := sha256.New()
-	n, err := copyHashed(ctx, tf.File, r, h, 0, expectedSize, progress)
+	hw, ch := hashers(h, o)
+	n, err := copyHashed(ctx, tf.File, r, hw, 0, expectedSize, progress)
 	if err != nil {
 		return BlobInfo{}, wrap("ingest", subject, err)
 	}
@@ -124,7 +130,15 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, expected digest.Digest,
 	if err != nil {
 		return BlobInfo{}, wrap("ingest", string(actual), err)
 	}
+	info.Chunks = chunkList(ch)
 	return info, nil
+}
+
+func chunkList(c *chunker) []byte {
+	if c == nil {
+		return nil
+	}
+	return c.list()
 }
 
 // publish makes the temp file f, whose flock the caller holds and whose bytes
@@ -191,7 +205,12 @@ func (s *Store) existing(d digest.Digest, size int64, opts []Option) (info BlobI
 	if size >= 0 && fi.Size() != size {
 		return BlobInfo{}, true, &SizeMismatchError{Expected: size, Actual: fi.Size()}
 	}
+	info = BlobInfo{Digest: d, Size: fi.Size(), Mode: fi.Mode().Perm()}
 	if len(opts) > 0 {
+		o, err := parseOptions(opts)
+		if err != nil {
+			return BlobInfo{}, true, err
+		}
 		f, err := s.openBlob(d)
 		if err != nil {
 			return BlobInfo{}, true, err
@@ -200,15 +219,37 @@ func (s *Store) existing(d digest.Digest, size int64, opts []Option) (info BlobI
 		if err := runChecks(opts, f, fi.Size()); err != nil {
 			return BlobInfo{}, true, fmt.Errorf("stored blob %s: %w", d, err)
 		}
+		if o.chunkSize != 0 {
+			if info.Chunks, err = ChunkList(io.NewSectionReader(f, 0, fi.Size()), o.chunkSize); err != nil {
+				return BlobInfo{}, true, err
+			}
+		}
 	}
-	return BlobInfo{Digest: d, Size: fi.Size(), Mode: fi.Mode().Perm()}, true, nil
+	return info, true, nil
 }
 
 // Option adds a requirement to a write into the store.
 type Option func(*options)
 
 type options struct {
-	checks []func(ra io.ReaderAt, size int64) error
+	checks    []func(ra io.ReaderAt, size int64) error
+	chunkSize int64 // WithChunks: compute the chunk list
+	// WithChunkList (partials only): the chunks must be these.
+	wantChunks []byte
+	wantSize   int64
+}
+
+func parseOptions(opts []Option) (options, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.chunkSize != 0 {
+		if err := CheckChunkSize(o.chunkSize); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
 }
 
 // WithCheck has a write call check with the blob's complete bytes, hashed
@@ -221,9 +262,9 @@ func WithCheck(check func(ra io.ReaderAt, size int64) error) Option {
 }
 
 func runChecks(opts []Option, ra io.ReaderAt, size int64) error {
-	var o options
-	for _, opt := range opts {
-		opt(&o)
+	o, err := parseOptions(opts)
+	if err != nil {
+		return err
 	}
 	for _, check := range o.checks {
 		if err := check(ra, size); err != nil {

@@ -1,6 +1,7 @@
 package cas
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -20,13 +21,24 @@ import (
 // .tmp/partial-HEX, named by the expected digest so that the next attempt
 // (in this process or another) finds it. While a Partial is open it holds the
 // file's flock; a second puller of the same blob waits for it.
+//
+// With a chunk list ([WithChunkList]) the partial can also be filled out
+// of order, chunk by chunk ([Partial.WriteChunk]): a lazy reader fetches
+// what a VM reads first, and a pull (or the reader, later) fills the rest.
+// Each chunk is checked against the list before it is written; the blob's
+// digest is checked when the last byte is in, as always.
 type Partial struct {
 	s        *Store
 	f        *os.File
 	expected digest.Digest
 	size     int64
-	h        hash.Hash
-	off      int64
+	h        hash.Hash // the digest of [0, off)
+	off      int64     // the contiguous prefix held
+
+	chunkSize int64    // 0: no chunks kept
+	ch        *chunker // the chunk sums of [0, off)
+	want      []byte   // the chunk list the blob must have, if known
+	have      []bool   // with want: the chunks held and checked, beyond off too
 
 	mu   sync.Mutex
 	done bool
@@ -43,7 +55,12 @@ type Partial struct {
 // case the error matches both [ErrBusy] and ctx.Err(). If the blob is
 // already stored (possibly by the holder it waited for), the error matches
 // [ErrExists] and the caller has nothing to download.
-func (s *Store) OpenPartial(ctx context.Context, expected digest.Digest, expectedSize int64) (*Partial, error) {
+//
+// Options: [WithChunks] computes the blob's chunk list as it arrives, for
+// [BlobInfo].Chunks; [WithChunkList] gives the list it must have (which
+// needs expectedSize), so that chunks are checked as they arrive and can
+// be written out of order.
+func (s *Store) OpenPartial(ctx context.Context, expected digest.Digest, expectedSize int64, opts ...Option) (*Partial, error) {
 	if err := ValidateDigest(expected); err != nil {
 		return nil, wrap("open partial", "", err)
 	}
@@ -59,11 +76,26 @@ func (s *Store) OpenPartial(ctx context.Context, expected digest.Digest, expecte
 	if err := s.ensureLayout(); err != nil {
 		return nil, wrap("open partial", subject, err)
 	}
+	o, err := parseOptions(opts)
+	if err != nil {
+		return nil, wrap("open partial", subject, err)
+	}
+	if o.wantChunks != nil {
+		if expectedSize < 0 {
+			return nil, wrap("open partial", subject, errors.New("a chunk list needs the blob's size"))
+		}
+		if err := CheckChunkList(o.wantChunks, expectedSize, o.chunkSize); err != nil {
+			return nil, wrap("open partial", subject, err)
+		}
+	}
 	f, err := s.lockPartial(ctx, expected)
 	if err != nil {
 		return nil, wrap("open partial", subject, err)
 	}
-	p := &Partial{s: s, f: f, expected: expected, size: expectedSize, h: sha256.New()}
+	p := &Partial{s: s, f: f, expected: expected, size: expectedSize, h: sha256.New(), chunkSize: o.chunkSize, want: o.wantChunks}
+	if p.chunkSize != 0 {
+		p.ch = newChunker(p.chunkSize, p.want)
+	}
 	if err := p.load(ctx); err != nil {
 		_ = f.Close() // keeps the partial for a later attempt; err says why this one failed
 		return nil, wrap("open partial", subject, err)
@@ -116,7 +148,8 @@ func (s *Store) lockPartial(ctx context.Context, d digest.Digest) (*os.File, err
 }
 
 // load re-hashes the existing prefix, so that the final digest covers bytes
-// written by an earlier (perhaps killed) process.
+// written by an earlier (perhaps killed) process. With a chunk list it
+// finds every chunk already there, in order or not.
 func (p *Partial) load(ctx context.Context) error {
 	fi, err := p.f.Stat()
 	if err != nil {
@@ -132,7 +165,14 @@ func (p *Partial) load(ctx context.Context) error {
 		}
 		size = 0
 	}
-	n, err := copyHashed(ctx, nil, io.NewSectionReader(p.f, 0, size), p.h, 0, -1, nil)
+	if p.want != nil {
+		return p.loadChunks(ctx, size)
+	}
+	var hw io.Writer = p.h
+	if p.ch != nil {
+		hw = io.MultiWriter(p.h, p.ch)
+	}
+	n, err := copyHashed(ctx, nil, io.NewSectionReader(p.f, 0, size), hw, 0, -1, nil)
 	if err != nil {
 		return err
 	}
@@ -140,6 +180,43 @@ func (p *Partial) load(ctx context.Context) error {
 	_, err = p.f.Seek(n, io.SeekStart)
 	return err
 }
+
+// loadChunks checks each chunk of the file (of fileSize bytes) against
+// the chunk list; the contiguous prefix of good chunks is the offset.
+func (p *Partial) loadChunks(ctx context.Context, fileSize int64) error {
+	n := ChunkCount(p.size, p.chunkSize)
+	p.have = make([]bool, n)
+	buf := make([]byte, p.chunkSize)
+	prefix := true
+	for i := range n {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		start, length := i*p.chunkSize, p.chunkLen(i)
+		if start+length > fileSize {
+			prefix = false
+			continue
+		}
+		b := buf[:length]
+		if _, err := p.f.ReadAt(b, start); err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		p.have[i] = bytes.Equal(sum[:], p.sum(i))
+		prefix = prefix && p.have[i]
+		if prefix {
+			p.h.Write(b)
+			p.ch.sums = append(p.ch.sums, sum[:]...)
+			p.off = start + length
+		}
+	}
+	_, err := p.f.Seek(p.off, io.SeekStart)
+	return err
+}
+
+func (p *Partial) chunkLen(i int64) int64 { return min(p.chunkSize, p.size-i*p.chunkSize) }
+
+func (p *Partial) sum(i int64) []byte { return p.want[i*ChunkSumSize : (i+1)*ChunkSumSize] }
 
 // Offset is the number of bytes already downloaded.
 func (p *Partial) Offset() int64 { return p.off }
@@ -150,38 +227,92 @@ func (p *Partial) Digest() digest.Digest { return p.expected }
 // Size is the expected size, -1 if unknown.
 func (p *Partial) Size() int64 { return p.size }
 
-// Reset drops the bytes downloaded so far, for a server that ignored a
-// Range request and sends the whole blob.
-func (p *Partial) Reset() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.done {
-		return wrap("reset partial", string(p.expected), ErrClosed)
-	}
-	if err := p.f.Truncate(0); err != nil {
-		return wrap("reset partial", string(p.expected), err)
-	}
-	if _, err := p.f.Seek(0, io.SeekStart); err != nil {
-		return wrap("reset partial", string(p.expected), err)
-	}
-	p.h.Reset()
-	p.off = 0
-	return nil
-}
-
-// ReadAt reads bytes the partial already holds: b must lie below
-// [Partial.Offset]. They are the bytes that were hashed, so a caller may
-// check a blob's header from them before fetching the rest.
+// ReadAt reads bytes the partial already holds: below [Partial.Offset],
+// or in chunks held ([Partial.Has]). They are the bytes that were hashed
+// or checked, so a caller may read a blob's header from them before
+// fetching the rest, or serve a VM from them.
 func (p *Partial) ReadAt(b []byte, off int64) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.done {
 		return 0, wrap("read partial", string(p.expected), ErrClosed)
 	}
-	if off < 0 || off+int64(len(b)) > p.off {
-		return 0, wrap("read partial", string(p.expected), fmt.Errorf("bytes %d+%d lie beyond the %d downloaded", off, len(b), p.off))
+	if off < 0 || !p.holds(off, int64(len(b))) {
+		return 0, wrap("read partial", string(p.expected), fmt.Errorf("bytes %d+%d are not all held", off, len(b)))
 	}
 	return p.f.ReadAt(b, off)
+}
+
+// holds reports whether [off, off+n) is all held.
+func (p *Partial) holds(off, n int64) bool {
+	if off+n <= p.off {
+		return true
+	}
+	if p.have == nil || off+n > p.size {
+		return false
+	}
+	for i := off / p.chunkSize; i*p.chunkSize < off+n; i++ {
+		if !p.have[i] && (i+1)*p.chunkSize > p.off {
+			return false
+		}
+	}
+	return true
+}
+
+// Has reports whether chunk i is held (always false without a chunk
+// list).
+func (p *Partial) Has(i int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.have != nil && i >= 0 && i < int64(len(p.have)) && (p.have[i] || (i+1)*p.chunkSize <= p.off)
+}
+
+// WriteChunk writes chunk i (data, its whole length) at its place, after
+// checking it against the chunk list: a chunk that does not match is not
+// written, and the error matches [ErrChunkMismatch]. It needs a chunk list
+// ([WithChunkList]). A chunk that lands at Offset extends it, over every
+// chunk held after it.
+func (p *Partial) WriteChunk(i int64, data []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	subject := string(p.expected)
+	switch {
+	case p.done:
+		return wrap("write chunk", subject, ErrClosed)
+	case p.want == nil:
+		return wrap("write chunk", subject, errors.New("no chunk list"))
+	case i < 0 || i >= int64(len(p.have)) || int64(len(data)) != p.chunkLen(i):
+		return wrap("write chunk", subject, fmt.Errorf("chunk %d of %d bytes: not a chunk of this blob", i, len(data)))
+	}
+	if sum := sha256.Sum256(data); !bytes.Equal(sum[:], p.sum(i)) {
+		return wrap("write chunk", subject, &chunkMismatch{index: i})
+	}
+	if _, err := p.f.WriteAt(data, i*p.chunkSize); err != nil {
+		return wrap("write chunk", subject, notWritable(err))
+	}
+	p.have[i] = true
+	return wrap("write chunk", subject, p.extend())
+}
+
+// extend moves Offset over the chunks held after it, hashing their bytes
+// into the digest, so that the download goes on after them.
+func (p *Partial) extend() error {
+	for p.have != nil && p.off < p.size && p.have[p.off/p.chunkSize] {
+		end := (p.off/p.chunkSize)*p.chunkSize + p.chunkLen(p.off/p.chunkSize)
+		b := make([]byte, end-p.off)
+		if _, err := p.f.ReadAt(b, p.off); err != nil {
+			return err
+		}
+		p.h.Write(b)
+		if _, err := p.ch.Write(b); err != nil {
+			// The bytes before off in this chunk came from a stream
+			// and were not those of the chunk.
+			return err
+		}
+		p.off = end
+	}
+	_, err := p.f.Seek(p.off, io.SeekStart)
+	return err
 }
 
 // Append writes r to the end of the partial, hashing it, and returns the
@@ -204,8 +335,18 @@ func (p *Partial) Append(ctx context.Context, r io.Reader, progress func(n int64
 }
 
 func (p *Partial) appendLocked(ctx context.Context, r io.Reader, progress func(n int64)) (int64, error) {
-	n, err := copyHashed(ctx, p.f, r, p.h, p.off, p.size, progress)
+	var hw io.Writer = p.h
+	if p.ch != nil {
+		hw = io.MultiWriter(p.h, p.ch)
+	}
+	n, err := copyHashed(ctx, p.f, r, hw, p.off, p.size, progress)
 	p.off += n
+	if err == nil && p.have != nil {
+		for i := range p.off / p.chunkSize {
+			p.have[i] = true
+		}
+		err = p.extend()
+	}
 	var serr *sourceError
 	if err == nil || errors.As(err, &serr) || errors.Is(err, ctx.Err()) {
 		return n, err
@@ -251,6 +392,9 @@ func (p *Partial) Commit(ctx context.Context, r io.Reader, progress func(n int64
 		return BlobInfo{}, wrap("commit partial", subject, p.remove(err))
 	}
 	info, err := p.s.publish(p.f, p.expected, p.off)
+	if err == nil && p.ch != nil {
+		info.Chunks = p.ch.list()
+	}
 	return info, wrap("commit partial", subject, err)
 }
 

@@ -177,23 +177,6 @@ func TestPartial(t *testing.T) {
 		}
 	})
 
-	t.Run("reset for a server that ignores Range", func(t *testing.T) {
-		s := newStore(t)
-		plant(t, s, []byte("garbage from an older attempt"))
-		p := open(t, s, size)
-		if err := p.Reset(); err != nil {
-			t.Fatal(err)
-		}
-		if p.Offset() != 0 {
-			t.Fatalf("Offset after Reset = %d", p.Offset())
-		}
-		commit(t, p, bytes.NewReader(data))
-		assertBlob(t, s, d, data)
-		if err := p.Reset(); !errors.Is(err, ErrClosed) {
-			t.Errorf("Reset after Commit = %v", err)
-		}
-	})
-
 	t.Run("close keeps, discard removes", func(t *testing.T) {
 		s := newStore(t)
 		p := open(t, s, size)

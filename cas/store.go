@@ -40,6 +40,9 @@ type BlobInfo struct {
 	// Mode is the permission bits found on disk (0444 when written by cas);
 	// fsck may complain about anything else.
 	Mode fs.FileMode
+	// Chunks is the blob's chunk list, when the write was asked for it
+	// ([WithChunks]).
+	Chunks []byte
 }
 
 // Junk is an entry under blobs/ that is not a blob: a bad name, a directory,

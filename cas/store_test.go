@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -244,7 +245,7 @@ func TestIngestReadBack(t *testing.T) {
 				}
 				assertBlob(t, s, want, data)
 				st, err := s.Stat(want)
-				if err != nil || st != info {
+				if err != nil || !reflect.DeepEqual(st, info) {
 					t.Errorf("Stat = %+v, %v; want %+v", st, err, info)
 				}
 				if has, err := s.Has(want); !has || err != nil {

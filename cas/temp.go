@@ -152,10 +152,15 @@ func (s *Store) CommitFile(ctx context.Context, t *TempFile, expected digest.Dig
 			return fail(err)
 		}
 	}
+	o, err := parseOptions(opts)
+	if err != nil {
+		return fail(err)
+	}
 	h := sha256.New()
+	hw, ch := hashers(h, o)
 	// A SectionReader reads with pread, so the caller's file offset neither
 	// matters nor changes.
-	n, err := copyHashed(ctx, nil, io.NewSectionReader(t.File, 0, math.MaxInt64), h, 0, -1, progress)
+	n, err := copyHashed(ctx, nil, io.NewSectionReader(t.File, 0, math.MaxInt64), hw, 0, -1, progress)
 	if err != nil {
 		return fail(err)
 	}
@@ -171,6 +176,7 @@ func (s *Store) CommitFile(ctx context.Context, t *TempFile, expected digest.Dig
 	if err != nil {
 		return BlobInfo{}, wrap("commit", string(actual), err)
 	}
+	info.Chunks = chunkList(ch)
 	return info, nil
 }
 

@@ -293,3 +293,63 @@ func parseContentRange(s string) (first, last, total int64, err error) {
 	}
 	return first, last, total, nil
 }
+
+// ReadRange reads len(p) bytes of the file rel at off, with one request
+// for exactly that range ("Range: bytes=OFF-END"): what a lazy reader
+// asks for, one chunk at a time. size is the file's length when known
+// (-1 if not). Transient failures are retried as for [Client.Open]. A
+// server that ignores Range (200 and the whole file) is read up to the
+// range and cut off: correct, if costly.
+func (c *Client) ReadRange(ctx context.Context, baseURL, rel string, off int64, p []byte, size int64) error {
+	u, err := resolve(baseURL, rel)
+	if err != nil {
+		return unwrapPermanent(err)
+	}
+	end := off + int64(len(p))
+	if off < 0 || (size >= 0 && end > size) {
+		return fmt.Errorf("remote: GET %s: bytes %d-%d outside the file's %d bytes", Redact(u), off, end, size)
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	got := 0
+	return c.retry(ctx, func() (bool, error) {
+		start := off + int64(got)
+		resp, err := c.getRange(ctx, u, start, end-1)
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		body := io.Reader(resp.Body)
+		switch resp.StatusCode {
+		case http.StatusOK:
+			if size >= 0 && resp.ContentLength >= 0 && resp.ContentLength != size {
+				return false, &permanent{fmt.Errorf("%w: GET %s: the server has %d bytes, want %d", ErrProtocol, Redact(u), resp.ContentLength, size)}
+			}
+			if _, err := io.CopyN(io.Discard, resp.Body, start); err != nil {
+				return false, &transferError{fmt.Errorf("GET %s: skipping to byte %d: %w", Redact(u), start, err)}
+			}
+		case http.StatusPartialContent:
+			first, last, total, err := parseContentRange(resp.Header.Get("Content-Range"))
+			if err != nil || first != start || last != end-1 || (size >= 0 && total >= 0 && total != size) {
+				return false, &permanent{fmt.Errorf("%w: GET %s: Content-Range %s for Range bytes=%d-%d", ErrProtocol, Redact(u), quote(resp.Header.Get("Content-Range")), start, end-1)}
+			}
+		default:
+			return false, statusError(u, resp)
+		}
+		n, err := io.ReadFull(body, p[got:])
+		got += n
+		if err != nil {
+			if got > 0 && n > 0 {
+				return true, &transferError{err}
+			}
+			return false, &transferError{err}
+		}
+		return n > 0, nil
+	})
+}
+
+// getRange sends one GET of u for bytes first-last.
+func (c *Client) getRange(ctx context.Context, u string, first, last int64) (*http.Response, error) {
+	return c.get(ctx, u, -1, http.Header{"Range": {"bytes=" + strconv.FormatInt(first, 10) + "-" + strconv.FormatInt(last, 10)}})
+}

@@ -298,3 +298,46 @@ func TestGetRetries(t *testing.T) {
 		}
 	}
 }
+
+func TestReadRange(t *testing.T) {
+	dir, blobHex, blob, _ := staticRepo(t, 2<<20+3)
+	size := int64(len(blob))
+	ranges := [][2]int64{{0, 1}, {0, 4096}, {1 << 20, 1 << 20}, {size - 3, 3}, {12345, 99999}}
+	for _, srv := range servers {
+		t.Run(srv.name, func(t *testing.T) {
+			url := srv.start(t, dir)
+			for _, rg := range ranges {
+				p := make([]byte, rg[1])
+				if err := testClient().ReadRange(context.Background(), url, BlobPath(blobHex), rg[0], p, size); err != nil {
+					t.Fatalf("%v: %v", rg, err)
+				}
+				if !bytes.Equal(p, blob[rg[0]:rg[0]+rg[1]]) {
+					t.Fatalf("%v: other bytes", rg)
+				}
+			}
+			if err := testClient().ReadRange(context.Background(), url, BlobPath(blobHex), size-1, make([]byte, 2), size); err == nil {
+				t.Fatal("a range past the end was read")
+			}
+		})
+	}
+	t.Run("cut, then resumed", func(t *testing.T) {
+		srv := faults(dir, plan{1: testkit.CutAt(testkit.Half)})
+		p := make([]byte, size)
+		if err := testClient().ReadRange(context.Background(), srv.Start(t), BlobPath(blobHex), 0, p, size); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p, blob) {
+			t.Fatal("other bytes")
+		}
+	})
+	t.Run("wrong Content-Range", func(t *testing.T) {
+		srv := faults(dir, plan{1: func(w http.ResponseWriter, r *http.Request, data []byte) {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-9/%d", len(data)))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(data[:10])
+		}})
+		if err := testClient().ReadRange(context.Background(), srv.Start(t), BlobPath(blobHex), 100, make([]byte, 10), size); !errors.Is(err, ErrProtocol) {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
