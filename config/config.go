@@ -483,7 +483,7 @@ func (c *Config) AddRepo(name string, spec Spec) error {
 }
 
 // spellFlowNulls writes out the empty nulls of flow collections: yaml.v3
-// encodes "{bare: }" as "{bare: ''}", an empty string, which would turn
+// encodes "{bare: }" as "{bare: ”}", an empty string, which would turn
 // a repository with no settings into an invalid one.
 func spellFlowNulls(n *yaml.Node, flow bool) {
 	flow = flow || n.Style&yaml.FlowStyle != 0
