@@ -483,8 +483,8 @@ func (c *Config) AddRepo(name string, spec Spec) error {
 }
 
 // spellFlowNulls writes out the empty nulls of flow collections: yaml.v3
-// encodes "{bare: }" as "{bare: ”}", an empty string, which would turn
-// a repository with no settings into an invalid one.
+// encodes the null of "{bare: }" as an empty quoted string, which would
+// turn a repository with no settings into an invalid one.
 func spellFlowNulls(n *yaml.Node, flow bool) {
 	flow = flow || n.Style&yaml.FlowStyle != 0
 	if flow && yamlnode.IsNull(n) && n.Value == "" {
