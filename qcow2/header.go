@@ -436,7 +436,10 @@ func (h *Header) parseExtensions(buf []byte) error {
 		off += 8
 		// qemu tests the room left before it looks at the type: even the
 		// end marker must fit.
-		if off > end || length > end-off {
+		if off > end {
+			return corruptf("header extension at %#x is too large: %d bytes are left before the end of the header area at %#x, not even room for its type and length", off-8, end-(off-8), end)
+		}
+		if length > end-off {
 			return corruptf("header extension %#x of %d bytes at %#x is too large: it runs past the header area (%d bytes)", typ, length, off-8, end)
 		}
 		if typ == extEnd {

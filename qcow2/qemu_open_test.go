@@ -397,7 +397,8 @@ func TestOpenRefusesWhatQemuRefuses(t *testing.T) {
 			t.Parallel()
 			f, img := openBase(t, c.base)
 			c.poke(f, img)
-			if _, msg := qemuConvert(t, f.path); msg == "" {
+			_, msg := qemuConvert(t, f.path)
+			if msg == "" {
 				t.Fatalf("qemu-img opens the image: the case does not test what it says")
 			} else if !strings.Contains(msg, c.qemu) {
 				t.Errorf("qemu-img says %q, want %q", msg, c.qemu)
@@ -406,6 +407,8 @@ func TestOpenRefusesWhatQemuRefuses(t *testing.T) {
 			if err == nil {
 				t.Fatalf("canga reads the image that qemu refuses")
 			}
+			_, qemuSays, _ := strings.Cut(strings.TrimSpace(msg), "': ")
+			t.Logf("qemu: %s | canga: %s", qemuSays, strings.TrimPrefix(err.Error(), f.path+": "))
 			if !strings.Contains(err.Error(), c.canga) {
 				t.Errorf("canga says %q, want %q", err, c.canga)
 			}
