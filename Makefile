@@ -52,7 +52,7 @@ fuzz:
 	@mkdir -p bin/fuzz; failed=0; \
 	for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    log=bin/fuzz/$$f.log; \
+	    log=bin/fuzz/$$(echo $${pkg#*/canga/} | tr / -)-$$f.log; \
 	    if $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg >$$log 2>&1; \
 	    then res=ok; else res=FAIL; failed=1; fi; \
 	    awk -v t="$$pkg $$f" -v r=$$res -f scripts/fuzz-summary.awk $$log; \
