@@ -157,6 +157,11 @@ func clean(n *yaml.Node, b *Budget, depth int) (*yaml.Node, error) {
 				return nil, fmt.Errorf("line %d: duplicate key %s", n.Content[i].Line, Quote(k.Value))
 			}
 			seen[k.Value] = true
+			if IsNull(k) && k.Value == "" {
+				// yaml.v3 writes an empty null key as '', a string: spell
+				// it, so that it reads back as the null it is.
+				k.Value = "~"
+			}
 			v, err := clean(n.Content[i+1], b, depth+1)
 			if err != nil {
 				return nil, err
