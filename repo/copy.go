@@ -88,7 +88,14 @@ func (r *Repo) Copy(ctx context.Context, src Source, six *index.Index, id digest
 		if err != nil {
 			return nil, err
 		}
-		return c.run(ctx)
+		res, err := c.run(ctx)
+		if err == nil && opt.VerifyIDs {
+			err = c.verifyIDs(ctx)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return res, nil
 	}
 	var res *CopyResult
 	err = r.Update(ctx, func(ix *index.Index) error {
@@ -635,7 +642,16 @@ func (c *copier) verifyIDs(ctx context.Context) error {
 			return fmt.Errorf("image %s from %s: %w", index.ShortID(it.id), c.src, err)
 		}
 		if got != it.id {
-			return fmt.Errorf("image %s from %s: %w", index.ShortID(it.id), c.src, &ImageIDMismatchError{Expected: it.id, Actual: got})
+			err := fmt.Errorf("image %s from %s: %w", index.ShortID(it.id), c.src, &ImageIDMismatchError{Expected: it.id, Actual: got})
+			if c.cache {
+				// The blob is the one the remote's index names, but an
+				// image whose content is not its ID must not look
+				// downloaded. Into a local repository, Copy removes it.
+				if rerr := c.r.store.Remove(it.se.Blob); rerr != nil && !errors.Is(rerr, cas.ErrNotFound) {
+					err = errors.Join(err, rerr)
+				}
+			}
+			return err
 		}
 	}
 	return nil

@@ -301,6 +301,8 @@ type RegistryPullOptions struct {
 	// AllowedSigners, if set, requires a valid signature by one of the
 	// signers it lists before anything is stored.
 	AllowedSigners string
+	// VerifyIDs is as for [CopyOptions].
+	VerifyIDs bool
 	// Progress is as for [CopyOptions].
 	Progress func(id digest.Digest, done, size int64)
 }
@@ -352,10 +354,12 @@ func (h *Home) PullRegistry(ctx context.Context, ref string, dst *Repo, opt Regi
 			return nil, err
 		}
 	}
-	// Nothing vouches for the image IDs of a registry's config (a
-	// signature covers the manifest, not the content): each image is
-	// hashed before it enters the index.
-	cr, err := dst.Copy(ctx, src, src.ix, src.id, CopyOptions{Tag: res.Tag, Progress: opt.Progress, VerifyIDs: true})
+	// Layer digests, sizes and backing names are checked as for any
+	// source. The image IDs of the config are the publisher's word, as an
+	// HTTP index's are (a signature covers them through the manifest);
+	// hashing every image's content costs several times the download, so
+	// it is asked for (VerifyIDs), and fsck does it too.
+	cr, err := dst.Copy(ctx, src, src.ix, src.id, CopyOptions{Tag: res.Tag, Progress: opt.Progress, VerifyIDs: opt.VerifyIDs})
 	if err != nil {
 		return nil, err
 	}

@@ -1615,6 +1615,25 @@ func TestOCIPullRefusals(t *testing.T) {
 		t.Fatalf("pull of the base printed %s", id)
 	}
 
+	// Image IDs that are not the content's are the publisher's lie, as in
+	// an HTTP index: refused with --verify-ids, found by fsck without it.
+	idClaims := map[string]bool{"chain ids swapped": true, "top id not the content's": true}
+	{
+		home := ociCopyConsumer(t, fresh)
+		ref := ""
+		for _, tc := range cases {
+			if tc.name == "top id not the content's" {
+				ref = tc.ref
+			}
+		}
+		ociPull(t, home, ref)
+		r := fails(t, home, "fsck")
+		if r.code == 0 || !strings.Contains(r.stdout+r.stderr, "image ID") {
+			t.Errorf("fsck after a pull of a made-up image ID: %v", r)
+		}
+	}
+
+
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			src := seeded
@@ -1622,7 +1641,11 @@ func TestOCIPullRefusals(t *testing.T) {
 				src = fresh
 			}
 			home := ociCopyConsumer(t, src)
-			r := ociPullRefused(t, home, tc.ref)
+			args := []string{tc.ref}
+			if idClaims[tc.name] {
+				args = append(args, "--verify-ids")
+			}
+			r := ociPullRefused(t, home, args...)
 			t.Logf("%s", r.stderr)
 			if len(tc.words) > 0 {
 				ociSays(t, r, tc.name, tc.words...)

@@ -1393,3 +1393,37 @@ func TestRemoteURLForms(t *testing.T) {
 		})
 	}
 }
+
+// TestRemotePullVerifyIDs: an index whose image ID is not the content's
+// (the blobs are right) is the publisher's word: pull --verify-ids refuses
+// it before anything is added, a plain pull takes it as fsck will then
+// report.
+func TestRemotePullVerifyIDs(t *testing.T) {
+	pub := remPublisher(t)
+	served := remCopyRepo(t, pub.Repo)
+	if err := os.Remove(filepath.Join(served, "index.yaml.sig")); err != nil {
+		t.Fatal(err)
+	}
+	ixPath := filepath.Join(served, "index.yaml")
+	madeUp := "sha256:" + strings.Repeat("ab", 32)
+	remWriteFile(t, ixPath, []byte(strings.ReplaceAll(string(testkit.ReadFile(t, ixPath)), pub.ChildID, madeUp)), 0o644)
+	url := testkit.PythonHTTPServer(t, served)
+
+	home, _ := remConsumer(t, url, "")
+	ok(t, home, "fetch")
+	r := fails(t, home, "pull", remName+":child", "--verify-ids")
+	if r.code != 1 || !strings.Contains(r.stderr, "canga: ") || !strings.Contains(r.stderr, "image ID") {
+		t.Errorf("pull --verify-ids of a made-up image ID: %v", r)
+	}
+	if p := remPresent(t, home, remName); p[madeUp] {
+		t.Errorf("the refused image is present: %v", p)
+	}
+
+	ok(t, home, "pull", remName+":child")
+	if p := remPresent(t, home, remName); !p[madeUp] || !p[pub.BaseID] {
+		t.Errorf("after a plain pull, list shows %v", p)
+	}
+	if r := fails(t, home, "fsck", remName); !strings.Contains(r.stdout+r.stderr, "image ID does not match") {
+		t.Errorf("fsck of the cache: %v", r)
+	}
+}

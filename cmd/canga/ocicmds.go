@@ -97,6 +97,7 @@ func (c *pullCmd) pullRegistry(e *env) error {
 		RegistryOptions: c.options(),
 		Tag:             c.Tag,
 		AllowedSigners:  c.AllowedSigners,
+		VerifyIDs:       c.VerifyIDs,
 		Progress:        e.copyOptions("", tr).Progress,
 	})
 	tr.done(err == nil)

@@ -76,6 +76,7 @@ type pullCmd struct {
 	Repo           string `name:"repo" placeholder:"REPO" help:"oci:// only: local repository to pull into (default: the default one)."`
 	Tag            string `short:"t" help:"oci:// only: tag the image (default: NAME's last element and TAG, as Docker names it)."`
 	AllowedSigners string `name:"allowed-signers" placeholder:"FILE" help:"oci:// only: require a signature by a key of this allowed_signers file."`
+	VerifyIDs      bool   `name:"verify-ids" help:"Also hash each image pulled and check it against its image ID before it is added (what fsck checks; it takes longer than the download). Blob digests are always checked."`
 	registryFlags
 }
 
@@ -94,7 +95,12 @@ func (c *pullCmd) Run(e *env) error {
 		e.notice("%s is in local repository %s: nothing to pull", index.ShortID(id), r.Name())
 		return nil
 	}
-	return e.pull(r, ix, id)
+	tr := e.newTransfer(index.ShortID(id))
+	opt := e.copyOptions(index.ShortID(id), tr)
+	opt.VerifyIDs = c.VerifyIDs
+	_, err = e.h.Pull(e.ctx, r, ix, id, opt)
+	tr.done(err == nil)
+	return err
 }
 
 // copyOptions shows a copy's progress.
@@ -102,13 +108,6 @@ func (e *env) copyOptions(label string, tr *transfer) repo.CopyOptions {
 	return repo.CopyOptions{Progress: func(id digest.Digest, done, size int64) {
 		tr.update(index.ShortID(id), done, size)
 	}}
-}
-
-func (e *env) pull(r *repo.Repo, ix *index.Index, id digest.Digest) error {
-	tr := e.newTransfer(index.ShortID(id))
-	_, err := e.h.Pull(e.ctx, r, ix, id, e.copyOptions(index.ShortID(id), tr))
-	tr.done(err == nil)
-	return err
 }
 
 type importCmd struct {
