@@ -1633,7 +1633,6 @@ func TestOCIPullRefusals(t *testing.T) {
 		}
 	}
 
-
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			src := seeded
