@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/cangallo/canga/qcow2"
@@ -222,13 +223,15 @@ func humanSize(n int64) string {
 		i++
 	}
 	if i == 0 {
-		return fmt.Sprintf("%d B", n)
+		return strconv.FormatInt(n, 10) + " B"
 	}
+	// strconv, not fmt: list formats two sizes for each of 100,000 images.
+	prec := 2
 	switch {
 	case v >= 100:
-		return fmt.Sprintf("%.0f %s", v, units[i])
+		prec = 0
 	case v >= 10:
-		return fmt.Sprintf("%.1f %s", v, units[i])
+		prec = 1
 	}
-	return fmt.Sprintf("%.2f %s", v, units[i])
+	return strconv.FormatFloat(v, 'f', prec, 64) + " " + units[i]
 }
