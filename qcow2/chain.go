@@ -3,6 +3,7 @@ package qcow2
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -71,37 +72,15 @@ func openChain(name, format string, o *options, above []os.FileInfo) (d Disk, er
 			f.Close()
 		}
 	}()
-	fi, err := f.Stat()
+	fail := func(err error) (Disk, error) { return nil, &LayerError{Name: name, Err: err} }
+	fi, size, format, err := inspectLayer(f, name, format, above)
 	if err != nil {
 		return nil, err
 	}
-	fail := func(err error) (Disk, error) { return nil, &LayerError{Name: name, Err: err} }
-	for _, up := range above {
-		if os.SameFile(up, fi) {
-			return fail(fmt.Errorf("%w: the file is its own ancestor", ErrBackingLoop))
-		}
-	}
-	size := fi.Size()
-	if fi.Mode()&os.ModeDevice != 0 {
-		if size, err = f.Seek(0, 2); err != nil {
-			return fail(err)
-		}
-	}
-	if format == "" {
-		format = FormatRaw
-		var magic [4]byte
-		if n, _ := f.ReadAt(magic[:], 0); n == 4 && string(magic[:]) == Magic {
-			format = FormatQcow2
-		}
-	}
-	switch format {
-	case FormatRaw:
+	if format == FormatRaw {
 		r := NewRaw(f, size)
 		r.closer, r.name = f, name
 		return r, nil
-	case FormatQcow2:
-	default:
-		return fail(unsupportedf("format %q", format))
 	}
 
 	hdr, err := ReadHeader(f, size)
@@ -223,27 +202,26 @@ func CheckChain(name string, opts ...Option) error {
 	}
 }
 
-// checkOpenLayer opens one file of a chain for CheckChain and returns its
-// header, or nil for a raw file. Bitmaps are checked when check is set.
-func checkOpenLayer(name, format string, check bool, above []os.FileInfo) (*Header, os.FileInfo, error) {
-	f, err := OpenRegular(name)
+// inspectLayer does what opening any file of a chain starts with: it
+// refuses a file that is its own ancestor (one of above), sizes it (a block
+// device too) and probes its format when none is given. The format
+// returned is FormatRaw or FormatQcow2.
+func inspectLayer(f *os.File, name, format string, above []os.FileInfo) (fi os.FileInfo, size int64, _ string, err error) {
+	fi, err = f.Stat()
 	if err != nil {
-		return nil, nil, err // *PathError names the file
+		return nil, 0, "", err // *PathError names the file
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, nil, err
+	fail := func(err error) (os.FileInfo, int64, string, error) {
+		return nil, 0, "", &LayerError{Name: name, Err: err}
 	}
-	fail := func(err error) (*Header, os.FileInfo, error) { return nil, nil, &LayerError{Name: name, Err: err} }
 	for _, up := range above {
 		if os.SameFile(up, fi) {
 			return fail(fmt.Errorf("%w: the file is its own ancestor", ErrBackingLoop))
 		}
 	}
-	size := fi.Size()
+	size = fi.Size()
 	if fi.Mode()&os.ModeDevice != 0 {
-		if size, err = f.Seek(0, 2); err != nil {
+		if size, err = f.Seek(0, io.SeekEnd); err != nil {
 			return fail(err)
 		}
 	}
@@ -254,12 +232,24 @@ func checkOpenLayer(name, format string, check bool, above []os.FileInfo) (*Head
 			format = FormatQcow2
 		}
 	}
-	switch format {
-	case FormatRaw:
-		return nil, fi, nil
-	case FormatQcow2:
-	default:
+	if format != FormatRaw && format != FormatQcow2 {
 		return fail(unsupportedf("format %q", format))
+	}
+	return fi, size, format, nil
+}
+
+// checkOpenLayer opens one file of a chain for CheckChain and returns its
+// header, or nil for a raw file. Bitmaps are checked when check is set.
+func checkOpenLayer(name, format string, check bool, above []os.FileInfo) (*Header, os.FileInfo, error) {
+	f, err := OpenRegular(name)
+	if err != nil {
+		return nil, nil, err // *PathError names the file
+	}
+	defer f.Close()
+	fail := func(err error) (*Header, os.FileInfo, error) { return nil, nil, &LayerError{Name: name, Err: err} }
+	fi, size, format, err := inspectLayer(f, name, format, above)
+	if err != nil || format == FormatRaw {
+		return nil, fi, err
 	}
 	h, err := ReadHeader(checkPadded{f, size}, math.MaxInt64)
 	if err == nil && check {
