@@ -393,6 +393,9 @@ const (
 	// waitDelay bounds how long a tool may take to exit after SIGTERM, and
 	// how long a leftover holder of its output pipe may keep it open.
 	waitDelay = 30 * time.Second
+	// groupExitWait bounds how long killGroup waits for the processes a
+	// tool left behind to be gone.
+	groupExitWait = 10 * time.Second
 )
 
 // runTool runs one tool, sending its output lines to opts.Progress and
@@ -429,6 +432,7 @@ func runTool(ctx context.Context, tool string, args []string, opts Options, laun
 	// their temporary files.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = waitDelay
+	ownGroup(cmd)
 
 	tail := newTail(tailLines)
 	done := make(chan struct{})
@@ -461,6 +465,7 @@ func runTool(ctx context.Context, tool string, args []string, opts Options, laun
 		return fmt.Errorf("guestfs: start %s: %w", name, err)
 	}
 	waitErr := cmd.Wait()
+	killGroup(cmd.Process.Pid)
 	// A process the tool left behind may still hold the pipe: stop reading
 	// after a grace period rather than hang.
 	select {

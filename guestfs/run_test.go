@@ -275,9 +275,20 @@ echo "virt-customize: error: libguestfs error: guestfs_launch failed." >&2; exit
 func TestRunLaunchHangRetriesWithTCG(t *testing.T) {
 	work := t.TempDir()
 	log := filepath.Join(work, "log")
+	qemuPid := filepath.Join(work, "qemu.pid")
+	// The hung run leaves a "qemu" behind, as virt-customize can: the run
+	// after it must not start while that still holds the overlay.
 	body := `echo "$0 settings=$LIBGUESTFS_BACKEND_SETTINGS" >>` + log + `
 echo '[   0.0] Examining the guest ...'
-[ "$LIBGUESTFS_BACKEND_SETTINGS" = force_tcg ] || exec sleep 60
+if [ "$LIBGUESTFS_BACKEND_SETTINGS" != force_tcg ]; then
+	sleep 300 &
+	echo $! > ` + qemuPid + `
+	exec sleep 60
+fi
+if kill -0 "$(cat ` + qemuPid + `)" 2>/dev/null; then
+	echo "virt-customize: error: libguestfs error: guestfs_launch failed: the overlay is locked" >&2
+	exit 1
+fi
 sleep 0.3
 echo '[   5.0] Setting a random seed'
 sleep 0.5

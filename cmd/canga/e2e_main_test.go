@@ -181,6 +181,10 @@ func dockerConfigDir(home string) string { return filepath.Join(home, "docker") 
 
 func cangaEnv(home string) []string {
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LC_ALL=C"}
+	// How libguestfs starts its appliance (see e2eMain).
+	if v := os.Getenv("LIBGUESTFS_BACKEND_SETTINGS"); v != "" {
+		env = append(env, "LIBGUESTFS_BACKEND_SETTINGS="+v)
+	}
 	if home != "" {
 		// Registry credentials (SPEC §8) are Docker's config.json: each
 		// home has its own, and none reads or writes the user's.
