@@ -1,0 +1,468 @@
+package main_test
+
+// Faults at every writer (issue 12): canga killed with SIGKILL at many
+// moments of pull, import, del --recursive, gc, tag, sign, convert and
+// export. build is not among them: its writes after the guest step are
+// those of add, which TestAddKilledAtAnyMoment covers, and reaching that
+// step needs a libguestfs appliance, minutes a run.
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cangallo/canga/internal/testkit"
+)
+
+// smallPub is a publisher of a few MiB: a base of random data and a
+// child overlay, both in Repo, whose index is signed by Key.
+type smallPub struct {
+	Home, Repo      string
+	BaseRaw, Child  string // the files the images were added from
+	BaseID, ChildID string
+	Key, Signers    string
+}
+
+func smallPublisher(t testing.TB) smallPub {
+	t.Helper()
+	return shared(t, "small-publisher", func(t testing.TB, dir string) smallPub {
+		p := smallPub{Home: filepath.Join(dir, "home"), BaseRaw: filepath.Join(dir, "base.raw"), Child: filepath.Join(dir, "child.qcow2")}
+		p.Repo = filepath.Join(p.Home, "default")
+		if err := os.MkdirAll(p.Home, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		remWriteConfig(t, p.Home, p.Repo)
+		// 4 MiB of random data in a 16 MiB disk: nothing compresses it, so
+		// that every command has some work to do.
+		data := make([]byte, 4<<20)
+		if _, err := rand.Read(data); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Create(p.BaseRaw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(data, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(16 << 20); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		p.BaseID = addID(t, p.Home, p.BaseRaw, "--tag", "base")
+		ok(t, p.Home, "overlay", "base", p.Child)
+		testkit.QemuIO(t, "qcow2", p.Child, "write -P 0x5a 8M 2M", "write -z 2M 512k")
+		p.ChildID = addID(t, p.Home, p.Child, "--tag", "child")
+		keys := filepath.Join(dir, "keys")
+		if err := os.Mkdir(keys, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		p.Key = testkit.Keygen(t, keys, "publisher", "", "-t", "ed25519")
+		p.Signers = filepath.Join(keys, "allowed_signers")
+		remWriteAllowedSigners(t, p.Signers, remPrincipal, p.Key+".pub", "")
+		ok(t, p.Home, "sign", "--key", p.Key)
+		return p
+	})
+}
+
+// killSpec is one command to kill at many moments.
+type killSpec struct {
+	home  string
+	args  []string
+	repos []string // repositories to fsck after each kill ("" the default)
+	// gone are the image IDs the command may remove: every other image
+	// listed before a run must be listed after its kill, and one that was
+	// present (downloaded) must still be.
+	gone []string
+	// outs are files the command writes: after a kill each is absent or
+	// whole, with image ID outID.
+	outs  []string
+	outID string
+	// afterKill, if set, checks more after each kill.
+	afterKill func(t *testing.T)
+	// finished, if set, reports whether a killed run had done its work
+	// already, so that running it again is an error (del of what is gone).
+	finished func(t *testing.T) bool
+	// done checks the result of a run that finished; reset then brings
+	// back the state before the command, for the next kill.
+	done, reset func(t *testing.T)
+}
+
+type listedImage struct{ repo, id string }
+
+func listed(t *testing.T, home string) map[listedImage]bool {
+	t.Helper()
+	m := map[listedImage]bool{}
+	for _, it := range listJSON(t, home) {
+		m[listedImage{it.Repo, it.ID}] = it.Present
+	}
+	return m
+}
+
+// killAtManyPoints measures a run of the command, then kills 24 runs with
+// SIGKILL after delays spread over that duration (16 evenly over the run,
+// 8 more from 0.75 to 1.2 of it, where the results are committed). After
+// each kill the repositories pass fsck, no image is lost, no output is
+// half written, and the command run again finishes with the right result.
+func killAtManyPoints(t *testing.T, s killSpec) {
+	t.Helper()
+	var normal time.Duration
+	for range 2 {
+		r := canga(t, s.home, s.args...)
+		if r.code != 0 {
+			t.Fatalf("%v", r)
+		}
+		normal = max(normal, r.elapsed)
+		s.done(t)
+		s.reset(t)
+	}
+	var delays []time.Duration
+	for i := range 16 {
+		delays = append(delays, normal*time.Duration(i)/16)
+	}
+	for i := range 8 {
+		delays = append(delays, normal*time.Duration(75+6*i)/100)
+	}
+	killed, leftovers := 0, 0
+	for i, d := range delays {
+		before := listed(t, s.home)
+		cmd, out := startCanga(t, s.home, s.args...)
+		time.Sleep(d)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		err := cmd.Wait()
+		if cmd.ProcessState.Sys().(syscall.WaitStatus).Signaled() {
+			killed++
+		} else if err != nil {
+			t.Fatalf("run %d (kill after %v): failed on its own: %v\n%s", i, d, err, out)
+		}
+		for _, repo := range s.repos {
+			args := []string{"fsck"}
+			if repo != "" {
+				args = append(args, repo)
+			}
+			if r := canga(t, s.home, args...); r.code != 0 {
+				t.Fatalf("kill %d after %v: fsck fails\n%v", i, d, r)
+			}
+		}
+		after := listed(t, s.home)
+		for im, present := range before {
+			if slicesContains(s.gone, im.id) {
+				continue
+			}
+			if p, ok := after[im]; !ok || (present && !p) {
+				t.Fatalf("kill %d after %v: %s:%s was listed (present %v) before, now listed %v present %v", i, d, im.repo, im.id, present, ok, p)
+			}
+		}
+		for _, o := range s.outs {
+			// SIGKILL leaves the hidden temp file of the output, by design
+			// under another name; it goes, so that done can check that a
+			// finished run leaves none.
+			leftovers += removeTemps(t, o)
+			if _, err := os.Stat(o); errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if got := testkit.RawDigest(t, o).String(); got != s.outID {
+				t.Fatalf("kill %d after %v: %s is there with image ID %s, want %s or no file", i, d, o, got, s.outID)
+			}
+		}
+		if s.afterKill != nil {
+			s.afterKill(t)
+		}
+		if s.finished != nil && s.finished(t) {
+			s.done(t)
+			s.reset(t)
+			continue
+		}
+		if r := canga(t, s.home, s.args...); r.code != 0 {
+			t.Fatalf("kill %d after %v: the command run again fails\n%v", i, d, r)
+		}
+		s.done(t)
+		s.reset(t)
+	}
+	t.Logf("canga %s: %v a run; %d of %d runs killed, %d output temp files left by kills", strings.Join(s.args, " "), normal, killed, len(delays), leftovers)
+	if killed == 0 {
+		t.Errorf("no run was killed: every kill came after the end")
+	}
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// removeTemps removes the atomicfile temp files of out and counts them.
+func removeTemps(t *testing.T, out string) int {
+	t.Helper()
+	n := 0
+	for _, name := range dirNames(t, filepath.Dir(out)) {
+		if strings.HasPrefix(name, "."+filepath.Base(out)+".tmp-") {
+			if err := os.Remove(filepath.Join(filepath.Dir(out), name)); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+	}
+	return n
+}
+
+// requireNoTempLeft fails when dir holds an atomicfile temp file of out.
+func requireNoTempLeft(t *testing.T, out string) {
+	t.Helper()
+	for _, n := range dirNames(t, filepath.Dir(out)) {
+		if strings.HasPrefix(n, "."+filepath.Base(out)+".tmp-") {
+			t.Errorf("%s left in %s", n, filepath.Dir(out))
+		}
+	}
+}
+
+func TestKilledAtAnyMoment(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills canga some 200 times")
+	}
+	pub := smallPublisher(t)
+
+	t.Run("pull", func(t *testing.T) {
+		t.Parallel()
+		url := remServe(t, remCopyRepo(t, pub.Repo))
+		home, cache := remConsumer(t, url, pub.Signers)
+		ok(t, home, "fetch")
+		killAtManyPoints(t, killSpec{
+			home: home, args: []string{"pull", remName + ":child"}, repos: []string{remName},
+			done: func(t *testing.T) {
+				if p := remPresent(t, home, remName); !p[pub.BaseID] || !p[pub.ChildID] {
+					t.Fatalf("after pull: present %v", p)
+				}
+				remRequireGoodBlobs(t, cache)
+			},
+			reset: func(t *testing.T) {
+				// A cache is written by pull alone: forget the blobs the way
+				// a cache that never had them looks.
+				bd := filepath.Join(cache, "blobs", "sha256")
+				for _, n := range dirNames(t, bd) {
+					if err := os.Remove(filepath.Join(bd, n)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if names := remDirNames(t, filepath.Join(cache, ".tmp")); len(names) != 0 {
+					t.Fatalf("a finished pull left .tmp/%v", names)
+				}
+			},
+		})
+	})
+
+	t.Run("import", func(t *testing.T) {
+		t.Parallel()
+		home, other := otherRepoHome(t)
+		testkit.Run(t, "cp", "-a", pub.Repo+"/.", other)
+		unrelated := addID(t, home, otherRaw(t), "--tag", "unrelated")
+		killAtManyPoints(t, killSpec{
+			home: home, args: []string{"import", "other:child", "--tag", "imported"}, repos: []string{"", "other"},
+			done: func(t *testing.T) {
+				it := remFindItem(listJSON(t, home), "default", pub.ChildID)
+				if it == nil || it.Parent != pub.BaseID {
+					t.Fatalf("imported child: %+v", it)
+				}
+				remRequireGoodBlobs(t, repoDir(home))
+				out := filepath.Join(t.TempDir(), "x.qcow2")
+				ok(t, home, "export", "imported", out)
+				if got := testkit.RawDigest(t, out).String(); got != pub.ChildID {
+					t.Fatalf("export of the imported child: %s, want %s", got, pub.ChildID)
+				}
+			},
+			reset: func(t *testing.T) {
+				ok(t, home, "del", "--recursive", "default:"+pub.BaseID)
+				ok(t, home, "gc")
+				if it := findItem(listJSON(t, home), unrelated); it == nil {
+					t.Fatal("the unrelated image is gone")
+				}
+			},
+		})
+	})
+
+	t.Run("del --recursive", func(t *testing.T) {
+		t.Parallel()
+		home, other := otherRepoHome(t)
+		testkit.Run(t, "cp", "-a", pub.Repo+"/.", other)
+		unrelated := addID(t, home, otherRaw(t), "--tag", "unrelated")
+		ok(t, home, "import", "other:child")
+		killAtManyPoints(t, killSpec{
+			home: home, args: []string{"del", "--recursive", "default:" + pub.BaseID}, repos: []string{""},
+			gone: []string{pub.BaseID, pub.ChildID},
+			finished: func(t *testing.T) bool {
+				if remFindItem(listJSON(t, home), "default", pub.BaseID) != nil {
+					return false
+				}
+				// Killed after the index's commit, before the blobs went:
+				// they are unused blobs now, gc's to remove.
+				ok(t, home, "gc")
+				return true
+			},
+			done: func(t *testing.T) {
+				items := listJSON(t, home)
+				var ids []string
+				for _, it := range items {
+					if it.Repo == "default" {
+						ids = append(ids, it.ID)
+					}
+				}
+				if len(ids) != 1 || ids[0] != unrelated {
+					t.Fatalf("after del --recursive: %v, want only %s", ids, unrelated)
+				}
+				if n := len(dirNames(t, blobDir(home))); n != 1 {
+					t.Fatalf("%d blobs after del --recursive, want 1", n)
+				}
+			},
+			reset: func(t *testing.T) { ok(t, home, "import", "other:child") },
+		})
+	})
+
+	t.Run("gc", func(t *testing.T) {
+		t.Parallel()
+		home := t.TempDir()
+		baseID := addID(t, home, pub.BaseRaw, "--tag", "base")
+		childID := addID(t, home, pub.Child, "--tag", "child")
+		before := snapshot(t, home)
+		killAtManyPoints(t, killSpec{
+			home: home, args: []string{"gc"}, repos: []string{""},
+			done: func(t *testing.T) {
+				requireUnchanged(t, home, before)
+				if names := tmpEntries(t, home); len(names) != 0 {
+					t.Fatalf("gc left .tmp/%v", names)
+				}
+				if r := ok(t, home, "fsck"); strings.Contains(r, "unused") {
+					t.Fatalf("fsck after gc:\n%s", r)
+				}
+				for _, id := range []string{baseID, childID} {
+					mustItem(t, home, id)
+				}
+			},
+			reset: func(t *testing.T) { makeGarbage(t, home, 24) },
+		})
+	})
+
+	t.Run("tag", func(t *testing.T) {
+		t.Parallel()
+		home := t.TempDir()
+		addID(t, home, pub.BaseRaw, "--tag", "base")
+		childID := addID(t, home, pub.Child, "--tag", "child")
+		killAtManyPoints(t, killSpec{
+			home: home, args: []string{"tag", "moved", "child"}, repos: []string{""},
+			done: func(t *testing.T) {
+				if it := mustItem(t, home, childID); !slicesContains(it.Tags, "moved") {
+					t.Fatalf("child's tags %v", it.Tags)
+				}
+			},
+			// Back on base, so that the next run moves it.
+			reset: func(t *testing.T) { ok(t, home, "tag", "moved", "base") },
+		})
+	})
+
+	t.Run("sign", func(t *testing.T) {
+		t.Parallel()
+		home := t.TempDir()
+		addID(t, home, pub.BaseRaw, "--tag", "base")
+		sig := filepath.Join(repoDir(home), "index.yaml.sig")
+		before := snapshot(t, home)
+		verify := func(t *testing.T) {
+			if r := canga(t, home, "verify", "--allowed-signers", pub.Signers); r.code != 0 {
+				t.Fatalf("the signature does not verify\n%v", r)
+			}
+		}
+		killAtManyPoints(t, killSpec{
+			home: home, args: []string{"sign", "--key", pub.Key}, repos: []string{""},
+			// What a kill must never leave: a signature that is there and
+			// does not verify.
+			afterKill: func(t *testing.T) {
+				if _, err := os.Stat(sig); err == nil {
+					verify(t)
+				}
+				requireUnchanged(t, home, before)
+			},
+			done: func(t *testing.T) {
+				verify(t)
+				requireNoTempLeft(t, sig)
+			},
+			reset: func(t *testing.T) {
+				if err := os.Remove(sig); err != nil {
+					t.Fatal(err)
+				}
+			},
+		})
+	})
+
+	t.Run("convert", func(t *testing.T) {
+		t.Parallel()
+		out := filepath.Join(t.TempDir(), "out.qcow2")
+		killAtManyPoints(t, killSpec{
+			home: t.TempDir(), args: []string{"convert", "-c", pub.Child, out},
+			outs: []string{out}, outID: pub.ChildID,
+			done: func(t *testing.T) {
+				if got := testkit.RawDigest(t, out).String(); got != pub.ChildID {
+					t.Fatalf("convert: %s, want %s", got, pub.ChildID)
+				}
+				testkit.QemuCheck(t, out)
+				requireNoTempLeft(t, out)
+			},
+			reset: func(t *testing.T) {
+				if err := os.Remove(out); err != nil {
+					t.Fatal(err)
+				}
+			},
+		})
+	})
+
+	t.Run("export", func(t *testing.T) {
+		t.Parallel()
+		home := t.TempDir()
+		addID(t, home, pub.BaseRaw, "--tag", "base")
+		addID(t, home, pub.Child, "--tag", "child")
+		out := filepath.Join(t.TempDir(), "out.qcow2")
+		killAtManyPoints(t, killSpec{
+			home: home, args: []string{"export", "child", out}, repos: []string{""},
+			outs: []string{out}, outID: pub.ChildID,
+			done: func(t *testing.T) {
+				if got := testkit.RawDigest(t, out).String(); got != pub.ChildID {
+					t.Fatalf("export: %s, want %s", got, pub.ChildID)
+				}
+				requireNoTempLeft(t, out)
+			},
+			reset: func(t *testing.T) {
+				if err := os.Remove(out); err != nil {
+					t.Fatal(err)
+				}
+			},
+		})
+	})
+}
+
+// makeGarbage puts n unused blobs (random bytes named by their digest, as
+// an interrupted add would leave them) and n dead temp files in home's
+// default repository, for gc to remove.
+func makeGarbage(t *testing.T, home string, n int) {
+	t.Helper()
+	tmp := filepath.Join(repoDir(home), ".tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		b := make([]byte, 64<<10)
+		if _, err := rand.Read(b); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(b)
+		testkit.WriteFile(t, filepath.Join(blobDir(home), hex.EncodeToString(sum[:])), b, 0o444)
+		testkit.WriteFile(t, filepath.Join(tmp, fmt.Sprintf("dead-%d", i)), b, 0o644)
+	}
+}
