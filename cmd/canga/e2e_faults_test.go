@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cangallo/canga/internal/testkit"
+	"golang.org/x/sys/unix"
 )
 
 // smallPub is a publisher of a few MiB: a base of random data and a
@@ -465,4 +466,264 @@ func makeGarbage(t *testing.T, home string, n int) {
 		testkit.WriteFile(t, filepath.Join(blobDir(home), hex.EncodeToString(sum[:])), b, 0o444)
 		testkit.WriteFile(t, filepath.Join(tmp, fmt.Sprintf("dead-%d", i)), b, 0o644)
 	}
+}
+
+// fillTo leaves free pages of 4 KiB free on the file system of mnt, with
+// a filler file there, and returns the filler.
+func fillTo(t *testing.T, mnt string, free int64) string {
+	t.Helper()
+	filler := filepath.Join(mnt, "filler")
+	if err := os.Remove(filler); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	fill := int64(st.Bavail)*st.Bsize - free*4096
+	if fill < 0 {
+		t.Fatalf("%d bytes free, want %d pages", int64(st.Bavail)*st.Bsize, free)
+	}
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if fill > 0 {
+		if err := unix.Fallocate(int(f.Fd()), 0, 0, fill); err != nil {
+			t.Fatalf("fallocate %d: %v", fill, err)
+		}
+	}
+	return filler
+}
+
+func usedBytes(t *testing.T, mnt string) int64 {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Blocks-st.Bfree) * st.Bsize
+}
+
+// fullDiskSpec is a command to run on a file system that fills up.
+type fullDiskSpec struct {
+	home, mnt string
+	args      []string
+	repos     []string // to fsck after each failure
+	// outs must not exist after a failure.
+	outs []string
+	// done checks a finished run; reset brings back the state before.
+	done, reset func(t *testing.T)
+}
+
+// fullDiskSweep measures what the command writes to mnt, then runs it
+// with free space from none to a little more than that, at 14 points:
+// each run that fails says the disk is full, cleanly, leaves the
+// repositories sound and no output; then, the space freed, the command
+// run again succeeds.
+func fullDiskSweep(t *testing.T, s fullDiskSpec) {
+	t.Helper()
+	before := usedBytes(t, s.mnt)
+	ok(t, s.home, s.args...)
+	need := (usedBytes(t, s.mnt) - before + 4095) / 4096
+	s.done(t)
+	s.reset(t)
+	var frees []int64
+	for i := range 10 {
+		frees = append(frees, need*int64(i)/10)
+	}
+	frees = append(frees, need-1, need, need+1, need+64)
+	var failedAt []int64
+	for _, free := range frees {
+		filler := fillTo(t, s.mnt, free)
+		r := canga(t, s.home, s.args...)
+		if r.code != 0 {
+			failedAt = append(failedAt, free)
+			requireCleanFailure(t, r)
+			if !strings.Contains(r.stderr, "no space left on device") {
+				t.Errorf("%d pages free: stderr should say the disk is full\n%v", free, r)
+			}
+			for _, repo := range s.repos {
+				args := []string{"fsck"}
+				if repo != "" {
+					args = append(args, repo)
+				}
+				if f := canga(t, s.home, args...); f.code != 0 {
+					t.Errorf("%d pages free: fsck after the failure\n%v", free, f)
+				}
+			}
+			for _, o := range s.outs {
+				if _, err := os.Lstat(o); err == nil {
+					t.Errorf("%d pages free: %s is there after a failure", free, o)
+				}
+				if n := removeTemps(t, o); n != 0 {
+					t.Errorf("%d pages free: a failure left %d temp files of %s", free, n, o)
+				}
+			}
+		}
+		if err := os.Remove(filler); err != nil {
+			t.Fatal(err)
+		}
+		if r.code != 0 {
+			ok(t, s.home, s.args...)
+		}
+		s.done(t)
+		s.reset(t)
+	}
+	t.Logf("canga %s writes %d pages; it failed with this many free: %v", strings.Join(s.args, " "), need, failedAt)
+	if len(failedAt) == 0 {
+		t.Errorf("no run failed")
+	}
+}
+
+// The disk fills up at every step of pull, import and export.
+func TestFullDiskAtEveryStepOfCopies(t *testing.T) {
+	pub := smallPublisher(t)
+
+	t.Run("pull", func(t *testing.T) {
+		mnt := testkit.Tmpfs(t, "24m")
+		url := remServe(t, remCopyRepo(t, pub.Repo))
+		home := filepath.Join(mnt, "home")
+		cache := filepath.Join(home, "cache-"+remName)
+		if err := os.MkdirAll(home, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		remWriteConfig(t, home, filepath.Join(home, "default"), "  "+remName+":", "    url: "+url, "    path: "+cache)
+		ok(t, home, "fetch")
+		fullDiskSweep(t, fullDiskSpec{
+			home: home, mnt: mnt, args: []string{"pull", remName + ":child"}, repos: []string{remName},
+			done: func(t *testing.T) {
+				if p := remPresent(t, home, remName); !p[pub.BaseID] || !p[pub.ChildID] {
+					t.Fatalf("after pull: present %v", p)
+				}
+				remRequireGoodBlobs(t, cache)
+			},
+			reset: func(t *testing.T) {
+				bd := filepath.Join(cache, "blobs", "sha256")
+				for _, n := range dirNames(t, bd) {
+					if err := os.Remove(filepath.Join(bd, n)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				ok(t, home, "gc", remName)
+			},
+		})
+	})
+
+	t.Run("import", func(t *testing.T) {
+		mnt := testkit.Tmpfs(t, "24m")
+		home, other := filepath.Join(mnt, "home"), filepath.Join(t.TempDir(), "other")
+		if err := os.MkdirAll(home, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		conf := fmt.Sprintf("default_repo: default\nrepos:\n  default:\n    path: %s\n  other:\n    path: %s\n", filepath.Join(home, "default"), other)
+		testkit.WriteFile(t, filepath.Join(home, "config.yaml"), []byte(conf), 0o644)
+		testkit.Run(t, "cp", "-a", pub.Repo+"/.", other)
+		ok(t, home, "list")
+		fullDiskSweep(t, fullDiskSpec{
+			home: home, mnt: mnt, args: []string{"import", "other:child", "--tag", "imported"}, repos: []string{"", "other"},
+			done: func(t *testing.T) {
+				if it := remFindItem(listJSON(t, home), "default", pub.ChildID); it == nil || it.Parent != pub.BaseID {
+					t.Fatalf("imported child: %+v", it)
+				}
+				remRequireGoodBlobs(t, repoDir(home))
+			},
+			reset: func(t *testing.T) {
+				ok(t, home, "del", "--recursive", "default:"+pub.BaseID)
+				ok(t, home, "gc")
+				if n := len(dirNames(t, blobDir(home))); n != 0 {
+					t.Fatalf("%d blobs left", n)
+				}
+			},
+		})
+	})
+
+	t.Run("export", func(t *testing.T) {
+		mnt := testkit.Tmpfs(t, "24m")
+		home := t.TempDir()
+		addID(t, home, pub.BaseRaw, "--tag", "base")
+		addID(t, home, pub.Child, "--tag", "child")
+		out := filepath.Join(mnt, "out.qcow2")
+		fullDiskSweep(t, fullDiskSpec{
+			home: home, mnt: mnt, args: []string{"export", "child", out}, repos: []string{""}, outs: []string{out},
+			done: func(t *testing.T) {
+				if got := testkit.RawDigest(t, out).String(); got != pub.ChildID {
+					t.Fatalf("export: %s, want %s", got, pub.ChildID)
+				}
+			},
+			reset: func(t *testing.T) {
+				if err := os.Remove(out); err != nil {
+					t.Fatal(err)
+				}
+			},
+		})
+	})
+}
+
+// A read-only file system under the repositories (the default one and a
+// remote's cache): import, pull, fetch and sign fail saying why and change
+// nothing; list, show, export to elsewhere, fsck and verify work.
+func TestReadOnlyRepositoryCopies(t *testing.T) {
+	pub := smallPublisher(t)
+	mnt := testkit.Tmpfs(t, "32m")
+	url := remServe(t, remCopyRepo(t, pub.Repo))
+	home := filepath.Join(mnt, "home")
+	cache := filepath.Join(home, "cache-"+remName)
+	other := filepath.Join(t.TempDir(), "other")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	remWriteConfig(t, home, filepath.Join(home, "default"),
+		"  "+remName+":", "    url: "+url, "    path: "+cache, "    allowed_signers: "+pub.Signers,
+		"  other:", "    path: "+other)
+	testkit.Run(t, "cp", "-a", pub.Repo+"/.", other)
+	otherID := addID(t, home, otherRaw(t), "other", "--tag", "unrelated")
+	ok(t, home, "fetch")
+	ok(t, home, "pull", remName+":base")
+	ok(t, home, "import", remName+":base", "--tag", "base")
+	ok(t, home, "sign", "--key", pub.Key)
+	testkit.RemountReadOnly(t, mnt)
+	before, cacheBefore := snapshot(t, home), remCacheState(t, cache)
+	cacheBlobs := remRequireGoodBlobs(t, cache)
+
+	for _, args := range [][]string{
+		{"import", "other:child"},
+		{"import", "other:unrelated"},
+		{"import", remName + ":child"},
+		{"pull", remName + ":child"},
+		{"fetch"},
+		{"sign", "--key", pub.Key},
+		{"gc", remName},
+	} {
+		r := fails(t, home, args...)
+		if !strings.Contains(r.stderr, "read-only") && !strings.Contains(r.stderr, "not writable") {
+			t.Errorf("stderr should say the repository cannot be written\n%v", r)
+		}
+		requireUnchanged(t, home, before)
+		if after := remCacheState(t, cache); string(after.index) != string(cacheBefore.index) || string(after.sig) != string(cacheBefore.sig) {
+			t.Errorf("canga %v changed the cache's index", args)
+		}
+		if names := remRequireGoodBlobs(t, cache); !remSameSet(names, cacheBlobs) {
+			t.Errorf("canga %v: cache blobs %v, were %v", args, names, cacheBlobs)
+		}
+	}
+
+	ok(t, home, "list")
+	ok(t, home, "show", "base")
+	ok(t, home, "show", remName+":child")
+	ok(t, home, "fsck")
+	ok(t, home, "fsck", remName)
+	ok(t, home, "verify", "--allowed-signers", pub.Signers)
+	ok(t, home, "verify", remName)
+	out := filepath.Join(t.TempDir(), "base.qcow2")
+	ok(t, home, "export", "base", out)
+	if got := testkit.RawDigest(t, out).String(); got != pub.BaseID {
+		t.Errorf("export: %s, want %s", got, pub.BaseID)
+	}
+	if it := remFindItem(listJSON(t, home), "other", otherID); it == nil {
+		t.Errorf("other's image is not listed")
+	}
+	// The writable repository next to them still takes writes.
+	ok(t, home, "tag", "still-writable", "other:unrelated")
 }
