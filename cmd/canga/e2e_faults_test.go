@@ -1,19 +1,22 @@
 package main_test
 
 // Faults at every writer (issue 12): canga killed with SIGKILL at many
-// moments of pull, import, del --recursive, gc, tag, sign, convert and
-// export. build is not among them: its writes after the guest step are
-// those of add, which TestAddKilledAtAnyMoment covers, and reaching that
-// step needs a libguestfs appliance, minutes a run.
+// moments of pull, import, build (after its guest step), del --recursive,
+// gc, tag, sign, convert and export (add: e2e_crash_test.go); a disk that
+// fills up at every step of pull, import and export; a read-only file
+// system under the repositories.
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -78,6 +81,10 @@ func smallPublisher(t testing.TB) smallPub {
 type killSpec struct {
 	home  string
 	args  []string
+	env   []string // nil: cangaEnv(home)
+	// marker, if set, is a file the command makes at some point of its
+	// run: the delays count from when it appears.
+	marker string
 	repos []string // repositories to fsck after each kill ("" the default)
 	// gone are the image IDs the command may remove: every other image
 	// listed before a run must be listed after its kill, and one that was
@@ -108,23 +115,62 @@ func listed(t *testing.T, home string) map[listedImage]bool {
 	return m
 }
 
-// killAtManyPoints measures a run of the command, then kills 24 runs with
+// killAtManyPoints measures runs of the command, then kills 24 runs with
 // SIGKILL after delays spread over that duration (16 evenly over the run,
 // 8 more from 0.75 to 1.2 of it, where the results are committed). After
 // each kill the repositories pass fsck, no image is lost, no output is
 // half written, and the command run again finishes with the right result.
 func killAtManyPoints(t *testing.T, s killSpec) {
 	t.Helper()
-	var normal time.Duration
-	for range 2 {
-		r := canga(t, s.home, s.args...)
-		if r.code != 0 {
-			t.Fatalf("%v", r)
+	env := s.env
+	if env == nil {
+		env = cangaEnv(s.home)
+	}
+	// start runs the command and waits for its marker, if it has one;
+	// wait then gives its end.
+	start := func() (cmd *exec.Cmd, out *bytes.Buffer, t0 time.Time, wait <-chan error) {
+		if s.marker != "" {
+			if err := os.Remove(s.marker); err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Fatal(err)
+			}
 		}
-		normal = max(normal, r.elapsed)
+		cmd = exec.Command(cangaBin, s.args...)
+		cmd.Env = env
+		out = &bytes.Buffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		t0 = time.Now()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		for s.marker != "" {
+			if _, err := os.Stat(s.marker); err == nil {
+				t0 = time.Now()
+				break
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("canga %v ended before %s appeared: %v\n%s", s.args, s.marker, err, out)
+			case <-time.After(time.Millisecond):
+			}
+		}
+		return cmd, out, t0, done
+	}
+	// The median of three runs: one slowed down by a busy moment of the
+	// machine would put most kills after the end.
+	var runs []time.Duration
+	for range 3 {
+		_, out, t0, wait := start()
+		if err := <-wait; err != nil {
+			t.Fatalf("canga %v: %v\n%s", s.args, err, out)
+		}
+		runs = append(runs, time.Since(t0))
 		s.done(t)
 		s.reset(t)
 	}
+	slices.Sort(runs)
+	normal := runs[1]
 	var delays []time.Duration
 	for i := range 16 {
 		delays = append(delays, normal*time.Duration(i)/16)
@@ -135,10 +181,10 @@ func killAtManyPoints(t *testing.T, s killSpec) {
 	killed, leftovers := 0, 0
 	for i, d := range delays {
 		before := listed(t, s.home)
-		cmd, out := startCanga(t, s.home, s.args...)
+		cmd, out, _, wait := start()
 		time.Sleep(d)
 		_ = cmd.Process.Signal(syscall.SIGKILL)
-		err := cmd.Wait()
+		err := <-wait
 		if cmd.ProcessState.Sys().(syscall.WaitStatus).Signaled() {
 			killed++
 		} else if err != nil {
@@ -182,7 +228,7 @@ func killAtManyPoints(t *testing.T, s killSpec) {
 			s.reset(t)
 			continue
 		}
-		if r := canga(t, s.home, s.args...); r.code != 0 {
+		if r := runCangaEnv(t, env, "", cangaTimeout, false, s.args...); r.code != 0 {
 			t.Fatalf("kill %d after %v: the command run again fails\n%v", i, d, r)
 		}
 		s.done(t)
@@ -235,7 +281,6 @@ func TestKilledAtAnyMoment(t *testing.T) {
 	pub := smallPublisher(t)
 
 	t.Run("pull", func(t *testing.T) {
-		t.Parallel()
 		url := remServe(t, remCopyRepo(t, pub.Repo))
 		home, cache := remConsumer(t, url, pub.Signers)
 		ok(t, home, "fetch")
@@ -264,7 +309,6 @@ func TestKilledAtAnyMoment(t *testing.T) {
 	})
 
 	t.Run("import", func(t *testing.T) {
-		t.Parallel()
 		home, other := otherRepoHome(t)
 		testkit.Run(t, "cp", "-a", pub.Repo+"/.", other)
 		unrelated := addID(t, home, otherRaw(t), "--tag", "unrelated")
@@ -293,7 +337,6 @@ func TestKilledAtAnyMoment(t *testing.T) {
 	})
 
 	t.Run("del --recursive", func(t *testing.T) {
-		t.Parallel()
 		home, other := otherRepoHome(t)
 		testkit.Run(t, "cp", "-a", pub.Repo+"/.", other)
 		unrelated := addID(t, home, otherRaw(t), "--tag", "unrelated")
@@ -330,7 +373,6 @@ func TestKilledAtAnyMoment(t *testing.T) {
 	})
 
 	t.Run("gc", func(t *testing.T) {
-		t.Parallel()
 		home := t.TempDir()
 		baseID := addID(t, home, pub.BaseRaw, "--tag", "base")
 		childID := addID(t, home, pub.Child, "--tag", "child")
@@ -354,7 +396,6 @@ func TestKilledAtAnyMoment(t *testing.T) {
 	})
 
 	t.Run("tag", func(t *testing.T) {
-		t.Parallel()
 		home := t.TempDir()
 		addID(t, home, pub.BaseRaw, "--tag", "base")
 		childID := addID(t, home, pub.Child, "--tag", "child")
@@ -371,7 +412,6 @@ func TestKilledAtAnyMoment(t *testing.T) {
 	})
 
 	t.Run("sign", func(t *testing.T) {
-		t.Parallel()
 		home := t.TempDir()
 		addID(t, home, pub.BaseRaw, "--tag", "base")
 		sig := filepath.Join(repoDir(home), "index.yaml.sig")
@@ -403,8 +443,45 @@ func TestKilledAtAnyMoment(t *testing.T) {
 		})
 	})
 
+	// build, killed after its guest step: virt-customize and
+	// virt-sparsify are stand-ins here, first on PATH, that write what a
+	// task would (with qemu-io) and then make a marker file; the kills
+	// count from the marker, so they fall in what canga does after the
+	// guest step (the add of the result). The libguestfs build itself is
+	// tested in e2e_build_test.go.
+	t.Run("build after the guest step", func(t *testing.T) {
+		home, bin := t.TempDir(), t.TempDir()
+		addID(t, home, pub.BaseRaw, "--tag", "base")
+		marker := filepath.Join(bin, "guest-step-done")
+		testkit.WriteFile(t, filepath.Join(bin, "virt-customize"), []byte(`#!/bin/sh
+while [ $# -gt 0 ]; do
+	case "$1" in -a) img="$2"; shift ;; esac
+	shift
+done
+qemu-io -f qcow2 -c "write -P 0x77 4M 1M" "$img" >/dev/null
+`), 0o755)
+		testkit.WriteFile(t, filepath.Join(bin, "virt-sparsify"), []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755)
+		cangafile := testkit.WriteFile(t, filepath.Join(bin, "Cangafile"), []byte("parent: base\ntag: built\ntasks:\n  - run: \"true\"\n"), 0o644)
+		env := append(cangaEnv(home), "SUPERMIN_KERNEL="+cangafile)
+		env[0] = "PATH=" + bin + ":" + os.Getenv("PATH")
+		// The oracle: the same write on an overlay of base, by qemu-io.
+		want := filepath.Join(t.TempDir(), "want.qcow2")
+		ok(t, home, "overlay", "base", want)
+		testkit.QemuIO(t, "qcow2", want, "write -P 0x77 4M 1M")
+		wantID := testkit.RawDigest(t, want).String()
+		killAtManyPoints(t, killSpec{
+			home: home, env: env, marker: marker, args: []string{"-q", "build", cangafile}, repos: []string{""},
+			done: func(t *testing.T) {
+				it := mustItem(t, home, wantID)
+				if !slicesContains(it.Tags, "built") || it.Parent == "" {
+					t.Fatalf("built image: %+v", it)
+				}
+			},
+			reset: func(t *testing.T) { ok(t, home, "del", "built") },
+		})
+	})
+
 	t.Run("convert", func(t *testing.T) {
-		t.Parallel()
 		out := filepath.Join(t.TempDir(), "out.qcow2")
 		killAtManyPoints(t, killSpec{
 			home: t.TempDir(), args: []string{"convert", "-c", pub.Child, out},
@@ -425,7 +502,6 @@ func TestKilledAtAnyMoment(t *testing.T) {
 	})
 
 	t.Run("export", func(t *testing.T) {
-		t.Parallel()
 		home := t.TempDir()
 		addID(t, home, pub.BaseRaw, "--tag", "base")
 		addID(t, home, pub.Child, "--tag", "child")
