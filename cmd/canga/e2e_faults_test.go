@@ -79,13 +79,13 @@ func smallPublisher(t testing.TB) smallPub {
 
 // killSpec is one command to kill at many moments.
 type killSpec struct {
-	home  string
-	args  []string
-	env   []string // nil: cangaEnv(home)
+	home string
+	args []string
+	env  []string // nil: cangaEnv(home)
 	// marker, if set, is a file the command makes at some point of its
 	// run: the delays count from when it appears.
 	marker string
-	repos []string // repositories to fsck after each kill ("" the default)
+	repos  []string // repositories to fsck after each kill ("" the default)
 	// gone are the image IDs the command may remove: every other image
 	// listed before a run must be listed after its kill, and one that was
 	// present (downloaded) must still be.
