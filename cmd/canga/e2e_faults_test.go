@@ -616,6 +616,7 @@ func fullDiskSweep(t *testing.T, s fullDiskSpec) {
 		r := canga(t, s.home, s.args...)
 		if r.code != 0 {
 			failedAt = append(failedAt, free)
+			t.Logf("%d pages free: %s", free, strings.TrimSpace(r.stderr))
 			requireCleanFailure(t, r)
 			if !strings.Contains(r.stderr, "no space left on device") {
 				t.Errorf("%d pages free: stderr should say the disk is full\n%v", free, r)
@@ -773,6 +774,7 @@ func TestReadOnlyRepositoryCopies(t *testing.T) {
 		{"gc", remName},
 	} {
 		r := fails(t, home, args...)
+		t.Logf("canga %v: %s", args, strings.TrimSpace(r.stderr))
 		if !strings.Contains(r.stderr, "read-only") && !strings.Contains(r.stderr, "not writable") {
 			t.Errorf("stderr should say the repository cannot be written\n%v", r)
 		}
