@@ -291,6 +291,12 @@ func TestKilledAtAnyMoment(t *testing.T) {
 					t.Fatalf("after pull: present %v", p)
 				}
 				remRequireGoodBlobs(t, cache)
+				// qemu opens the pulled chain in the cache and reads the
+				// child's content.
+				it := remFindItem(listJSON(t, home), remName, pub.ChildID)
+				if got := testkit.RawDigest(t, remBlobFile(cache, it.Blob)).String(); got != pub.ChildID {
+					t.Fatalf("the pulled child reads as %s, want %s", got, pub.ChildID)
+				}
 			},
 			reset: func(t *testing.T) {
 				// A cache is written by pull alone: forget the blobs the way
