@@ -28,8 +28,8 @@ type Stream struct {
 // body cut short) is asked for again from the byte where it stopped, with
 // "Range: bytes=N-", after a back-off; a server that ignores Range and
 // sends the whole file (200) has the bytes before the wanted offset
-// skipped. Only MaxAttempts failures in a row without progress (StallBytes) between them
-// end the stream with an error.
+// skipped. Only MaxAttempts failures in a row, without an attempt that
+// delivered StallBytes between them, end the stream with an error.
 //
 // size is the file's length when the caller knows it (an index gives a
 // blob's), else -1. A server that says another length, or sends more
