@@ -54,7 +54,9 @@ type Client struct {
 	// attempt that delivered StallBytes or more counts as progress (see
 	// MaxAttempts), so that a drip cannot keep a download going forever.
 	StallTimeout time.Duration
-	StallBytes   int64
+	// StallBytes is the least a transfer must deliver every StallTimeout
+	// (0: DefaultStallBytes).
+	StallBytes int64
 }
 
 // NewClient returns a Client that identifies itself as canga/version.
