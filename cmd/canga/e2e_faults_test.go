@@ -595,6 +595,9 @@ type fullDiskSpec struct {
 	repos     []string // to fsck after each failure
 	// outs must not exist after a failure.
 	outs []string
+	// repoDirs are repositories on the full disk: after a failure every
+	// file of their blobs/ is named by its sha256sum.
+	repoDirs []string
 	// done checks a finished run; reset brings back the state before.
 	done, reset func(t *testing.T)
 }
@@ -636,6 +639,9 @@ func fullDiskSweep(t *testing.T, s fullDiskSpec) {
 					t.Errorf("%d pages free: fsck after the failure\n%v", free, f)
 				}
 			}
+			for _, d := range s.repoDirs {
+				remRequireGoodBlobs(t, d)
+			}
 			for _, o := range s.outs {
 				if _, err := os.Lstat(o); err == nil {
 					t.Errorf("%d pages free: %s is there after a failure", free, o)
@@ -675,7 +681,7 @@ func TestFullDiskAtEveryStepOfCopies(t *testing.T) {
 		remWriteConfig(t, home, filepath.Join(home, "default"), "  "+remName+":", "    url: "+url, "    path: "+cache)
 		ok(t, home, "fetch")
 		fullDiskSweep(t, fullDiskSpec{
-			home: home, mnt: mnt, args: []string{"pull", remName + ":child"}, repos: []string{remName},
+			home: home, mnt: mnt, args: []string{"pull", remName + ":child"}, repos: []string{remName}, repoDirs: []string{cache},
 			done: func(t *testing.T) {
 				if p := remPresent(t, home, remName); !p[pub.BaseID] || !p[pub.ChildID] {
 					t.Fatalf("after pull: present %v", p)
@@ -706,6 +712,7 @@ func TestFullDiskAtEveryStepOfCopies(t *testing.T) {
 		ok(t, home, "list")
 		fullDiskSweep(t, fullDiskSpec{
 			home: home, mnt: mnt, args: []string{"import", "other:child", "--tag", "imported"}, repos: []string{"", "other"},
+			repoDirs: []string{repoDir(home)},
 			done: func(t *testing.T) {
 				if it := remFindItem(listJSON(t, home), "default", pub.ChildID); it == nil || it.Parent != pub.BaseID {
 					t.Fatalf("imported child: %+v", it)
