@@ -115,9 +115,9 @@ func listed(t *testing.T, home string) map[listedImage]bool {
 	return m
 }
 
-// killAtManyPoints measures runs of the command, then kills 24 runs with
-// SIGKILL after delays spread over that duration (16 evenly over the run,
-// 8 more from 0.75 to 1.2 of it, where the results are committed). After
+// killAtManyPoints measures runs of the command, then kills 20 runs with
+// SIGKILL after delays spread over that duration (14 evenly over the run,
+// 6 more from 0.75 to 1.2 of it, where the results are committed). After
 // each kill the repositories pass fsck, no image is lost, no output is
 // half written, and the command run again finishes with the right result.
 func killAtManyPoints(t *testing.T, s killSpec) {
@@ -172,11 +172,11 @@ func killAtManyPoints(t *testing.T, s killSpec) {
 	slices.Sort(runs)
 	normal := runs[1]
 	var delays []time.Duration
-	for i := range 16 {
-		delays = append(delays, normal*time.Duration(i)/16)
+	for i := range 14 {
+		delays = append(delays, normal*time.Duration(i)/14)
 	}
-	for i := range 8 {
-		delays = append(delays, normal*time.Duration(75+6*i)/100)
+	for i := range 6 {
+		delays = append(delays, normal*time.Duration(75+9*i)/100)
 	}
 	killed, leftovers := 0, 0
 	for i, d := range delays {
