@@ -12,7 +12,7 @@ FUZZTIME ?= 60s
 FUZZMINIMIZETIME ?= 100x
 BIN      := bin/canga
 
-.PHONY: all build static test test-short bench fuzz demo deps clean man completion dist deb cross
+.PHONY: all build static test test-short soak bench fuzz demo deps clean man completion dist deb cross
 
 all: build
 
@@ -66,6 +66,12 @@ test: deps
 
 test-short:
 	$(GO) test -short -count=1 ./...
+
+# The soak (cmd/canga TestSoak): 8 canga processes doing random writes to
+# one repository and one canga serve, with SIGKILLs, for DURATION.
+DURATION ?= 60s
+soak:
+	CANGA_SOAK=$(DURATION) $(GO) test -count=1 -run '^TestSoak$$' -timeout 0 -v ./cmd/canga
 
 # The inflate benchmark decodes every compressed cluster of bench/mkimage.sh's
 # disk with canga's decoder and with klauspost/compress/flate; run.sh puts

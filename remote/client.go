@@ -24,6 +24,9 @@ const (
 	DefaultBaseDelay    = 500 * time.Millisecond
 	DefaultMaxDelay     = 30 * time.Second
 	DefaultStallTimeout = 60 * time.Second
+	DefaultStallBytes   = 4 << 10
+	// MaxRedirects bounds the redirects followed for one request.
+	MaxRedirects = 10
 )
 
 // Client downloads from remote repositories. The zero value works, with
@@ -44,10 +47,16 @@ type Client struct {
 	// attempts (full jitter in [d/2, d]). A Retry-After of the server is
 	// honoured up to MaxDelay.
 	BaseDelay, MaxDelay time.Duration
-	// StallTimeout ends a transfer (as a transient failure) when no byte
-	// has arrived for that long. There is no overall timeout: a blob may
-	// take hours on a slow link.
+	// StallTimeout ends a transfer (as a transient failure) when fewer
+	// than StallBytes bytes have arrived in that long: a server that
+	// drips a byte a second is as stuck as one that sends nothing. There
+	// is no overall timeout: a blob may take hours on a slow link. Only an
+	// attempt that delivered StallBytes or more counts as progress (see
+	// MaxAttempts), so that a drip cannot keep a download going forever.
 	StallTimeout time.Duration
+	// StallBytes is the least a transfer must deliver every StallTimeout
+	// (0: DefaultStallBytes).
+	StallBytes int64
 }
 
 // NewClient returns a Client that identifies itself as canga/version.
@@ -78,7 +87,20 @@ func NewHTTPClient() *http.Client {
 		// Bodies are read in chunks of a MiB; a bigger buffer than the
 		// default 4 KiB saves system calls on the headers and small files.
 		ReadBufferSize: 64 << 10,
-	}}
+	}, CheckRedirect: checkRedirect}
+}
+
+// checkRedirect follows redirects to http and https URLs only, at most
+// MaxRedirects of them; a server that redirects elsewhere or in a loop
+// will do so again, so the error is permanent.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= MaxRedirects {
+		return &permanent{fmt.Errorf("%w: more than %d redirects", ErrProtocol, MaxRedirects)}
+	}
+	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+		return &permanent{fmt.Errorf("%w: redirect to %s: only http and https are followed", ErrProtocol, quote(Redact(req.URL.String())))}
+	}
+	return nil
 }
 
 var (
@@ -113,6 +135,13 @@ func (c *Client) stallTimeout() time.Duration {
 		return c.StallTimeout
 	}
 	return DefaultStallTimeout
+}
+
+func (c *Client) stallBytes() int64 {
+	if c.StallBytes > 0 {
+		return c.StallBytes
+	}
+	return DefaultStallBytes
 }
 
 // delay is the wait before attempt number attempt+1 (attempt >= 1).
@@ -258,7 +287,7 @@ func (c *Client) get(ctx context.Context, u string, off int64, header http.Heade
 	}
 	// The response header timeout of the default transport covers the wait
 	// for the status line; a stall timer covers it for other transports too.
-	w := newWatch(cancel, c.stallTimeout())
+	w := newWatch(cancel, c.stallTimeout(), c.stallBytes())
 	resp, err := c.http().Do(req)
 	if err != nil {
 		stalled := w.stop()
@@ -303,16 +332,18 @@ func Redact(u string) string {
 	return pu.Redacted()
 }
 
-// watch cancels a request when no byte has moved for a while.
+// watch cancels a request when fewer than min bytes have moved in d.
 type watch struct {
 	t       *time.Timer
 	d       time.Duration
+	min     int64
+	n       int64 // bytes since the timer was last reset; Read's alone
 	mu      sync.Mutex
 	stalled bool
 }
 
-func newWatch(cancel context.CancelFunc, d time.Duration) *watch {
-	w := &watch{d: d}
+func newWatch(cancel context.CancelFunc, d time.Duration, min int64) *watch {
+	w := &watch{d: d, min: min}
 	w.t = time.AfterFunc(d, func() {
 		w.mu.Lock()
 		w.stalled = true
@@ -322,8 +353,14 @@ func newWatch(cancel context.CancelFunc, d time.Duration) *watch {
 	return w
 }
 
-// kick restarts the timer after progress.
-func (w *watch) kick() { w.t.Reset(w.d) }
+// kick counts n bytes read, and restarts the timer once min have come.
+func (w *watch) kick(n int) {
+	w.n += int64(n)
+	if w.n >= w.min {
+		w.n = 0
+		w.t.Reset(w.d)
+	}
+}
 
 // stop stops the timer and reports whether it had fired.
 func (w *watch) stop() bool {
@@ -342,7 +379,7 @@ type watchedBody struct {
 func (b *watchedBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if n > 0 {
-		b.w.kick()
+		b.w.kick(n)
 	}
 	if err != nil && err != io.EOF {
 		b.w.mu.Lock()

@@ -28,8 +28,8 @@ type Stream struct {
 // body cut short) is asked for again from the byte where it stopped, with
 // "Range: bytes=N-", after a back-off; a server that ignores Range and
 // sends the whole file (200) has the bytes before the wanted offset
-// skipped. Only MaxAttempts failures in a row without a byte between them
-// end the stream with an error.
+// skipped. Only MaxAttempts failures in a row, without an attempt that
+// delivered StallBytes between them, end the stream with an error.
 //
 // size is the file's length when the caller knows it (an index gives a
 // blob's), else -1. A server that says another length, or sends more
@@ -81,7 +81,8 @@ type resumer struct {
 	url      string
 	pos      int64 // offset of the next byte to deliver
 	size     int64 // the file's length, -1 while unknown
-	failures int   // transient failures since the last byte arrived
+	failures int   // transient failures since an attempt made progress
+	got      int64 // bytes the current request delivered
 	err      error // sticky
 
 	mu   sync.Mutex
@@ -199,6 +200,7 @@ func (r *resumer) request() error {
 	default:
 		return statusError(r.url, resp)
 	}
+	r.got = 0
 	r.setBody(resp.Body)
 	return nil
 }
@@ -238,7 +240,8 @@ func (r *resumer) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		r.pos += int64(n)
-		if n > 0 {
+		r.got += int64(n)
+		if r.got >= r.c.stallBytes() {
 			r.failures = 0
 		}
 		switch {
@@ -340,12 +343,9 @@ func (c *Client) ReadRange(ctx context.Context, baseURL, rel string, off int64, 
 		n, err := io.ReadFull(body, p[got:])
 		got += n
 		if err != nil {
-			if got > 0 && n > 0 {
-				return true, &transferError{err}
-			}
-			return false, &transferError{err}
+			return int64(n) >= c.stallBytes(), &transferError{err}
 		}
-		return n > 0, nil
+		return true, nil
 	})
 }
 

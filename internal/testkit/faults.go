@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Fault is what a FaultServer does with one request instead of serving
@@ -93,4 +94,74 @@ func WholeIgnoringRange(w http.ResponseWriter, r *http.Request, data []byte) {
 	w.Header().Set("Content-Length", fmt.Sprint(len(data)))
 	w.WriteHeader(http.StatusOK)
 	w.Write(data)
+}
+
+// Drip sends the whole length in Content-Length, then one byte of the
+// file every period until the client goes away.
+func Drip(period time.Duration) Fault {
+	return func(w http.ResponseWriter, r *http.Request, data []byte) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for i := range data {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-t.C:
+			}
+			if _, err := w.Write(data[i : i+1]); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	}
+}
+
+// RedirectTo answers 302 with Location target ("" the request's own URL:
+// a loop).
+func RedirectTo(target string) Fault {
+	return func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		loc := target
+		if loc == "" {
+			loc = r.URL.String()
+		}
+		w.Header().Set("Location", loc)
+		w.WriteHeader(http.StatusFound)
+	}
+}
+
+// WrongRange answers any request with 206 and the bytes from offset 0,
+// labelled as such in Content-Range, whatever Range asked for.
+func WrongRange(w http.ResponseWriter, r *http.Request, data []byte) {
+	w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", len(data)-1, len(data)))
+	w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+	w.WriteHeader(http.StatusPartialContent)
+	w.Write(data)
+}
+
+// LengthLie answers 200 with the file but a Content-Length off by delta:
+// more than the file (the body then ends early, the connection closed)
+// or less (the body is cut at the length said).
+func LengthLie(delta int) Fault {
+	return func(w http.ResponseWriter, r *http.Request, data []byte) {
+		n := len(data) + delta
+		w.Header().Set("Content-Length", fmt.Sprint(n))
+		w.WriteHeader(http.StatusOK)
+		w.Write(data[:min(n, len(data))])
+		if delta > 0 {
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// Always is a plan that gives every one of the first n requests f.
+func Always(n int, f Fault) map[int]Fault {
+	p := map[int]Fault{}
+	for i := 1; i <= n; i++ {
+		p[i] = f
+	}
+	return p
 }
