@@ -146,6 +146,21 @@ func (r *Repo) Overlay(ix *index.Index, id digest.Digest, w io.WriterAt) error {
 	return qcow2.Create(w, e.VirtualSize, qcow2.ConvertOptions{BackingFile: p, BackingFormat: qcow2.FormatQcow2})
 }
 
+// OverlayLazy writes to w a new, empty qcow2 image whose backing file is
+// the NBD export of image id on the unix socket sock (format raw), as
+// canga nbd serves it (SPEC §9): a VM boots on it before the image is
+// downloaded.
+func (r *Repo) OverlayLazy(ix *index.Index, id digest.Digest, sock string, w io.WriterAt) error {
+	e, err := ix.Entry(id)
+	if err != nil {
+		return err
+	}
+	if !filepath.IsAbs(sock) {
+		return fmt.Errorf("socket %s: give an absolute path, which the overlay keeps", sock)
+	}
+	return qcow2.Create(w, e.VirtualSize, qcow2.ConvertOptions{BackingFile: "nbd+unix:///?socket=" + sock, BackingFormat: qcow2.FormatRaw})
+}
+
 // Fault is one problem fsck found.
 type Fault struct {
 	Image   digest.Digest // empty for problems of no image

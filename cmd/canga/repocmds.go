@@ -449,8 +449,10 @@ func (c *exportCmd) Run(e *env) error {
 }
 
 type overlayCmd struct {
-	Image string `arg:"" name:"IMAGE" help:"Image to run."`
-	File  string `arg:"" name:"FILE" help:"New qcow2 file backed by the image's blob."`
+	Image  string `arg:"" name:"IMAGE" help:"Image to run."`
+	File   string `arg:"" name:"FILE" help:"New qcow2 file backed by the image's blob."`
+	Lazy   bool   `help:"Back the overlay by canga nbd's export of the image (format raw) instead of its blob: boot at once, before the image is pulled (run canga nbd IMAGE first)."`
+	Socket string `placeholder:"PATH" help:"With --lazy: canga nbd's socket (default: CANGA_HOME/run/ID.sock)."`
 }
 
 func (c *overlayCmd) Run(e *env) error {
@@ -458,7 +460,24 @@ func (c *overlayCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(c.File, 0o644, func(f *os.File) error { return r.Overlay(ix, id, f) })
+	if !c.Lazy {
+		if c.Socket != "" {
+			return errors.New("--socket is for --lazy")
+		}
+		return atomicfile.Write(c.File, 0o644, func(f *os.File) error { return r.Overlay(ix, id, f) })
+	}
+	sock := c.Socket
+	if sock == "" {
+		sock = e.h.NBDSocket(id)
+	}
+	if abs, err := filepath.Abs(sock); err == nil {
+		sock = abs
+	}
+	if err := atomicfile.Write(c.File, 0o644, func(f *os.File) error { return r.OverlayLazy(ix, id, sock, f) }); err != nil {
+		return err
+	}
+	e.notice("%s is backed by nbd+unix:///?socket=%s: keep canga nbd %s running while it is used", c.File, sock, index.ShortID(id))
+	return nil
 }
 
 type fsckCmd struct {
