@@ -186,4 +186,5 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 		inflate_section "$INFLATE_BENCH"
 	fi
 } >"$results"
+"$here/scale.sh" "$canga" >>"$results"
 echo "bench: wrote $results" >&2

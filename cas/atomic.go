@@ -3,6 +3,7 @@ package cas
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,16 @@ import (
 // The directory of name must exist. Callers doing read-modify-write hold the
 // repository lock.
 func (s *Store) WriteFileAtomic(name string, data []byte, perm fs.FileMode) error {
+	return s.WriteAtomic(name, perm, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteAtomic is [Store.WriteFileAtomic] for content that write produces,
+// so that it need not be in memory whole (an index.yaml of 100,000 images
+// is 40 MB). An error of write leaves name as it was.
+func (s *Store) WriteAtomic(name string, perm fs.FileMode, write func(w io.Writer) error) error {
 	if err := checkName(name); err != nil {
 		return wrap("write", name, err)
 	}
@@ -25,7 +36,7 @@ func (s *Store) WriteFileAtomic(name string, data []byte, perm fs.FileMode) erro
 		return wrap("write", name, err)
 	}
 	defer tf.Discard() // no-op after the rename; cleans up on every error
-	if _, err := tf.Write(data); err != nil {
+	if err := write(tf.File); err != nil {
 		return wrap("write", name, err)
 	}
 	return wrap("write", name, s.keep(tf, name, perm, false))
@@ -51,6 +62,25 @@ func (s *Store) KeepFile(t *TempFile, name string, perm fs.FileMode) error {
 		return wrap("keep", name, errors.New("temp file of another store"))
 	}
 	return wrap("keep", name, s.keep(t, name, perm, true))
+}
+
+// ReplaceFile makes the temp file t, complete, the file name of the
+// repository (as [Store.KeepFile] names it), replacing what is there: what
+// [Store.WriteAtomic] does for content that was first written to a temp
+// file and checked there (a fetched index.yaml, verified before it
+// replaces the cached one). t is consumed in every case.
+func (s *Store) ReplaceFile(t *TempFile, name string, perm fs.FileMode) error {
+	if t == nil {
+		return wrap("replace", name, errors.New("nil temp file"))
+	}
+	defer t.Discard()
+	if err := checkName(name); err != nil {
+		return wrap("replace", name, err)
+	}
+	if t.s != s {
+		return wrap("replace", name, errors.New("temp file of another store"))
+	}
+	return wrap("replace", name, s.keep(t, name, perm, false))
 }
 
 // keep publishes t as name, holding t's lock so that gc cannot take the

@@ -340,6 +340,16 @@ func TestKeepFile(t *testing.T) {
 		if err := s.KeepFile(write("x"), bad, 0o444); err == nil {
 			t.Errorf("%s: kept", bad)
 		}
+		if err := s.ReplaceFile(write("x"), bad, 0o444); err == nil {
+			t.Errorf("%s: replaced", bad)
+		}
+	}
+	// ReplaceFile replaces.
+	if err := s.ReplaceFile(write("three"), "abc.qcow2", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(s.Dir(), "abc.qcow2")); err != nil || string(got) != "three" {
+		t.Fatalf("after ReplaceFile: %q, %v", got, err)
 	}
 	assertTmpEmpty(t, s)
 }

@@ -23,7 +23,8 @@
 // exists is success: equal names mean equal bytes. Every error path removes
 // its temp file, so a failed write (a digest mismatch, a full disk) leaves
 // neither a blob nor a temp file behind. [Store.WriteFileAtomic] gives
-// index.yaml the same temp-fsync-rename-fsync treatment, and
+// index.yaml the same temp-fsync-rename-fsync treatment ([Store.WriteAtomic]
+// as it is encoded, [Store.ReplaceFile] once a fetched copy is checked), and
 // [Store.KeepFile] the image files of a Cangallo cache.
 //
 // # Temp files and gc

@@ -43,20 +43,27 @@ func (s *Store) GC(ctx context.Context, lk *Lock, keep func(digest.Digest) bool)
 	if err := s.sweepTmp(ctx, &rep); err != nil {
 		return rep, wrap("gc", s.dir, err)
 	}
-	blobs, junk, err := s.List(ctx)
+	// Only the blobs to remove are stat'ed: a store may hold 100,000.
+	blobs, junk, err := s.Digests(ctx)
 	if err != nil {
 		return rep, err
 	}
 	rep.Junk = junk
 	removed := false
-	for _, b := range blobs {
-		if err := ctx.Err(); err != nil {
-			return rep, wrap("gc", s.dir, err)
+	for i, d := range blobs {
+		if i%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return rep, wrap("gc", s.dir, err)
+			}
 		}
-		if keep(b.Digest) {
+		if keep(d) {
 			continue
 		}
-		err := os.Remove(s.blobPath(b.Digest))
+		p := s.blobPath(d)
+		fi, err := os.Lstat(p)
+		if err == nil {
+			err = os.Remove(p)
+		}
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -64,8 +71,8 @@ func (s *Store) GC(ctx context.Context, lk *Lock, keep func(digest.Digest) bool)
 			return rep, wrap("gc", s.dir, notWritable(err))
 		}
 		removed = true
-		rep.Blobs = append(rep.Blobs, b)
-		rep.BytesFreed += b.Size
+		rep.Blobs = append(rep.Blobs, BlobInfo{Digest: d, Size: fi.Size(), Mode: fi.Mode().Perm()})
+		rep.BytesFreed += fi.Size()
 	}
 	if removed {
 		if err := atomicfile.SyncDir(s.blobDir()); err != nil {

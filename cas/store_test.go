@@ -697,6 +697,14 @@ func TestListAndJunk(t *testing.T) {
 			t.Errorf("junk %+v, want reason %q", j, wantJunk[j.Path])
 		}
 	}
+	// Digests, without a stat of each blob, says the same.
+	digests, djunk, err := s.Digests(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(digests, want) || !slices.Equal(djunk, junk) {
+		t.Errorf("Digests = %v, %v; List = %v, %v", digests, djunk, got, junk)
+	}
 
 	// Junk under a blob name is not a blob to any entry point.
 	for _, d := range []digest.Digest{digest.Digest("sha256:" + hexA), digest.Digest("sha256:" + linkName)} {

@@ -14,7 +14,7 @@ import (
 	"github.com/cangallo/canga/internal/atomicfile"
 
 	"github.com/cangallo/canga/internal/yamlnode"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 const (
@@ -471,12 +471,39 @@ func (c *Config) AddRepo(name string, spec Spec) error {
 	if err != nil {
 		return err
 	}
-	fresh, root, err := parse(c.Home, c.File, data)
+	out, next, err := addRepo(c.Home, c.File, data, name, spec)
 	if err != nil {
 		return err
 	}
+	if err := writeFileAtomic(c.File, out, true); err != nil {
+		return err
+	}
+	*c = *next
+	return nil
+}
+
+// spellFlowNulls writes out the empty nulls of flow collections: yaml.v3
+// encodes the null of "{bare: }" as an empty quoted string, which would
+// turn a repository with no settings into an invalid one.
+func spellFlowNulls(n *yaml.Node, flow bool) {
+	flow = flow || n.Style&yaml.FlowStyle != 0
+	if flow && yamlnode.IsNull(n) && n.Value == "" {
+		n.Value = "null"
+	}
+	for _, c := range n.Content {
+		spellFlowNulls(c, flow)
+	}
+}
+
+// addRepo adds a repository to the config.yaml data and returns the new
+// file and what it says; nothing is written.
+func addRepo(home, file string, data []byte, name string, spec Spec) ([]byte, *Config, error) {
+	fresh, root, err := parse(home, file, data)
+	if err != nil {
+		return nil, nil, err
+	}
 	if _, ok := fresh.repo(name); ok {
-		return fmt.Errorf("%w: repository %s in %s", ErrExists, name, c.File)
+		return nil, nil, fmt.Errorf("%w: repository %s in %s", ErrExists, name, file)
 	}
 	var repos *yaml.Node
 	for i := 0; i+1 < len(root.Content); i += 2 {
@@ -495,18 +522,15 @@ func (c *Config) AddRepo(name string, spec Spec) error {
 		yamlnode.AddPair(m, "allowed_signers", yamlnode.Str(spec.AllowedSigners))
 	}
 	yamlnode.AddPair(repos, name, m)
+	spellFlowNulls(root, false)
 
 	out, err := yamlnode.Encode(root)
 	if err != nil {
-		return fmt.Errorf("config: %s: %w", c.File, err)
+		return nil, nil, fmt.Errorf("config: %s: %w", file, err)
 	}
-	next, _, err := parse(c.Home, c.File, out)
+	next, _, err := parse(home, file, out)
 	if err != nil {
-		return err // the new repository is what is wrong: nothing written
+		return nil, nil, err // the new repository is what is wrong: nothing written
 	}
-	if err := writeFileAtomic(c.File, out, true); err != nil {
-		return err
-	}
-	*c = *next
-	return nil
+	return out, next, nil
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/cangallo/canga/internal/yamlnode"
 	"github.com/opencontainers/go-digest"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Image IDs and blob digests used across the tests: sha256 of short words,

@@ -60,8 +60,7 @@ func isFullHex(s string) bool { return len(s) == hexLen && isLowerHex(s) }
 
 func isLowerHex(s string) bool {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+		if hexVal[s[i]] == 0xff {
 			return false
 		}
 	}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/cangallo/canga/qcow2"
 	"github.com/opencontainers/go-digest"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Version is the index.yaml version this package writes.
@@ -83,11 +83,7 @@ func New() *Index {
 
 // IDs returns every image ID, sorted.
 func (x *Index) IDs() []digest.Digest {
-	ids := make([]digest.Digest, 0, len(x.Images))
-	for id := range x.Images {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	ids, _ := x.sorted()
 	return ids
 }
 
@@ -293,6 +289,19 @@ func (x *Index) TagsOf(id digest.Digest) []string {
 	return tags
 }
 
+// TagsByImage returns the tags of every tagged image, each list sorted:
+// [Index.TagsOf] for all images at once, in time linear in the tags.
+func (x *Index) TagsByImage() map[digest.Digest][]string {
+	m := make(map[digest.Digest][]string, len(x.Tags))
+	for t, id := range x.Tags {
+		m[id] = append(m[id], t)
+	}
+	for _, tags := range m {
+		slices.Sort(tags)
+	}
+	return m
+}
+
 // Chain returns the ancestry of id: id first, its base image last. It
 // fails on a missing parent or a loop instead of walking forever.
 func (x *Index) Chain(id digest.Digest) ([]digest.Digest, error) {
@@ -318,24 +327,31 @@ func (x *Index) Chain(id digest.Digest) ([]digest.Digest, error) {
 // Validate checks the whole index as [Parse] would: IDs, entries, tags,
 // parents and loops. Legacy (Cangallo) entries pass; Marshal refuses them.
 func (x *Index) Validate() error {
-	ids := x.IDs()
-	for _, id := range ids {
+	_, _, err := x.validate()
+	return err
+}
+
+// validate is Validate that also returns the sorted image IDs and their
+// entries.
+func (x *Index) validate() ([]digest.Digest, []*Entry, error) {
+	ids, ents := x.sorted()
+	for i, id := range ids {
 		if why := idProblem(string(id)); why != "" {
-			return fmt.Errorf("%w: image ID %s: %s", ErrInvalidID, quote(string(id)), why)
+			return nil, nil, fmt.Errorf("%w: image ID %s: %s", ErrInvalidID, quote(string(id)), why)
 		}
-		e := x.Images[id]
+		e := ents[i]
 		if e == nil {
-			return fmt.Errorf("%w: image %s: nil entry", ErrInvalid, ShortID(id))
+			return nil, nil, fmt.Errorf("%w: image %s: nil entry", ErrInvalid, ShortID(id))
 		}
 		if err := entryProblem(id, e); err != nil {
-			return err
+			return nil, nil, err
 		}
 	}
 	if err := checkExtra(x.Extra, topKeys); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if g := checkGraph(x.Images, ids); g != nil {
-		return fmt.Errorf("%w: image %s: %s", ErrInvalid, ShortID(g.id), g.msg)
+	if g := checkGraph(ids, ents, false); g != nil {
+		return nil, nil, fmt.Errorf("%w: image %s: %s", ErrInvalid, ShortID(g.id), g.msg)
 	}
 	tags := make([]string, 0, len(x.Tags))
 	for t := range x.Tags {
@@ -344,13 +360,13 @@ func (x *Index) Validate() error {
 	slices.Sort(tags)
 	for _, t := range tags {
 		if err := ValidateTag(t); err != nil {
-			return err
+			return nil, nil, err
 		}
 		if x.Images[x.Tags[t]] == nil {
-			return fmt.Errorf("%w: tag %s: dangling tag: image %s is not in the index", ErrInvalid, quote(t), quote(string(x.Tags[t])))
+			return nil, nil, fmt.Errorf("%w: tag %s: dangling tag: image %s is not in the index", ErrInvalid, quote(t), quote(string(x.Tags[t])))
 		}
 	}
-	return nil
+	return ids, ents, nil
 }
 
 // entryProblem checks the fields of one entry on their own.
@@ -421,44 +437,6 @@ func checkExtra(extra []Field, known []string) error {
 			return fmt.Errorf("key %s: no value", quote(f.Key))
 		}
 		seen[f.Key] = true
-	}
-	return nil
-}
-
-type graphProblem struct {
-	id  digest.Digest
-	msg string
-}
-
-// checkGraph finds the first dangling parent or parent loop, visiting
-// images in the order of ids, in time linear in the index.
-func checkGraph(images map[digest.Digest]*Entry, ids []digest.Digest) *graphProblem {
-	for _, id := range ids {
-		if p := images[id].Parent; p != "" && images[p] == nil {
-			return &graphProblem{id, fmt.Sprintf("dangling parent: %s is not in the index", p)}
-		}
-	}
-	const (
-		unseen = iota
-		onPath
-		done
-	)
-	state := make(map[digest.Digest]int, len(images))
-	var path []digest.Digest
-	for _, id := range ids {
-		path = path[:0]
-		cur := id
-		for cur != "" && state[cur] == unseen {
-			state[cur] = onPath
-			path = append(path, cur)
-			cur = images[cur].Parent
-		}
-		if cur != "" && state[cur] == onPath {
-			return &graphProblem{cur, "parent loop"}
-		}
-		for _, p := range path {
-			state[p] = done
-		}
 	}
 	return nil
 }

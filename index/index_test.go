@@ -8,7 +8,7 @@ import (
 
 	"github.com/cangallo/canga/internal/testkit"
 	"github.com/opencontainers/go-digest"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // tree builds this index (letters are image names, blobs follow):
@@ -229,6 +229,9 @@ func TestTags(t *testing.T) {
 	}
 	if got := x.TagsOf(ids["a"]); len(got) != 0 {
 		t.Errorf("TagsOf(a) = %v", got)
+	}
+	if got := x.TagsByImage(); len(got) != 1 || !reflect.DeepEqual(got[ids["b"]], []string{"ubuntu:16.04", "z"}) {
+		t.Errorf("TagsByImage = %v", got)
 	}
 	_, err = x.SetTag("Bad Tag", ids["a"])
 	testkit.WantErr(t, err, []error{ErrInvalidTag})

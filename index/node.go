@@ -6,7 +6,7 @@ import (
 	"strconv"
 
 	"github.com/cangallo/canga/internal/yamlnode"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // The YAML handling index.yaml shares with config.yaml lives in
@@ -74,5 +74,7 @@ func intNode(v int64) *yaml.Node {
 }
 
 func mapNode() *yaml.Node { return yamlnode.Map() }
+
+func encodeNode(n *yaml.Node) ([]byte, error) { return yamlnode.Encode(n) }
 
 func addPair(m *yaml.Node, key string, v *yaml.Node) { yamlnode.AddPair(m, key, v) }

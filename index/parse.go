@@ -1,14 +1,16 @@
 package index
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/cangallo/canga/qcow2"
 	"github.com/opencontainers/go-digest"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // MaxIndexSize bounds the index.yaml accepted by [Parse]; callers reading
@@ -25,7 +27,40 @@ var (
 // Parse reads an index.yaml: version 1 (SPEC §2) or Cangallo's version 0.
 // The input is treated as hostile; see the package documentation for
 // what is checked. Errors are [*ParseError]s.
-func Parse(data []byte) (x *Index, err error) {
+//
+// An index in the layout [Index.Marshal] writes is read line by line
+// (see canonical.go); anything else goes through the YAML parser.
+func Parse(data []byte) (*Index, error) {
+	if len(data) > MaxIndexSize {
+		return nil, &ParseError{Msg: fmt.Sprintf("larger than %d bytes", MaxIndexSize)}
+	}
+	if x, ok := parseCanonical(bytes.NewReader(data), int64(len(data))); ok {
+		return x, nil
+	}
+	return parseGeneral(data)
+}
+
+// Decode reads an index.yaml of size bytes from r, as [Parse] does. An
+// index in the canonical layout is read as it streams, so that memory
+// holds the index and not also its text (which is as large); any other is
+// read whole and parsed.
+func Decode(r io.ReaderAt, size int64) (*Index, error) {
+	if size > MaxIndexSize {
+		return nil, &ParseError{Msg: fmt.Sprintf("larger than %d bytes", MaxIndexSize)}
+	}
+	if x, ok := parseCanonical(io.NewSectionReader(r, 0, size), size); ok {
+		return x, nil
+	}
+	data := make([]byte, size)
+	if _, err := r.ReadAt(data, 0); err != nil && !(err == io.EOF && size == 0) {
+		return nil, fmt.Errorf("index: read: %w", err)
+	}
+	return parseGeneral(data)
+}
+
+// parseGeneral is Parse through a YAML node tree: any layout, and the
+// errors with their lines.
+func parseGeneral(data []byte) (x *Index, err error) {
 	if len(data) > MaxIndexSize {
 		return nil, &ParseError{Msg: fmt.Sprintf("larger than %d bytes", MaxIndexSize)}
 	}
@@ -180,13 +215,13 @@ func (p *parser) document(root *yaml.Node) (*Index, error) {
 		}
 	}
 
-	ids := x.IDs()
-	if g := checkGraph(x.Images, ids); g != nil {
+	ids, ents := x.sorted()
+	if g := checkGraph(ids, ents, true); g != nil {
 		return nil, &ParseError{Line: p.lines[g.id], Path: "images[" + quote(string(g.id)) + "]", Msg: g.msg}
 	}
 	blobs := make(map[digest.Digest]digest.Digest, len(ids))
-	for _, id := range ids {
-		b := x.Images[id].Blob
+	for i, id := range ids {
+		b := ents[i].Blob
 		if b == "" {
 			continue
 		}
@@ -323,79 +358,97 @@ func (p *parser) cangafile(v *yaml.Node, path string) (*yaml.Node, error) {
 
 func (p *parser) entryV1(k, n *yaml.Node, path string) (*Entry, error) {
 	e := &Entry{}
-	var haveBlob, haveBlobSize, haveVirtualSize bool
+	var have haveFields
 	err := p.pairs(n, path, func(key string, kn, v *yaml.Node) error {
-		fp := join(path, key)
-		var err error
-		switch key {
-		case "blob":
-			if v.Kind != yaml.ScalarNode {
-				return p.fail(v, fp, ErrInvalidID, "want a blob digest")
-			}
-			if why := idProblem(v.Value); why != "" {
-				return p.fail(v, fp, ErrInvalidID, "invalid blob digest %s: %s", quote(v.Value), why)
-			}
-			e.Blob, haveBlob = digest.Digest(v.Value), true
-		case "blob-size":
-			if e.BlobSize, err = p.size(v, fp); err == nil && e.BlobSize == 0 {
-				err = p.fail(v, fp, nil, "must be positive")
-			}
-			haveBlobSize = true
-		case "parent":
-			if !isNull(v) {
-				e.Parent, err = p.ref(1, v, fp)
-			}
-		case "virtual-size":
-			e.VirtualSize, err = p.size(v, fp)
-			haveVirtualSize = true
-		case "cluster-size":
-			if e.ClusterSize, err = p.size(v, fp); err == nil && !validClusterSize(e.ClusterSize) {
-				err = p.fail(v, fp, nil, "%d: want a power of two from 512 to 2097152", e.ClusterSize)
-			}
-		case "compression":
-			var s string
-			if s, err = p.text(v, fp); err == nil {
-				e.Compression = qcow2.Compression(s)
-				if s != "" && !e.Compression.Valid() {
-					err = p.fail(v, fp, nil, "%s: want zlib, zstd or none", quote(s))
-				}
-			}
-		case "created":
-			var s string
-			if s, err = p.text(v, fp); err == nil && s != "" {
-				t, perr := time.Parse(time.RFC3339Nano, s)
-				if perr != nil {
-					return p.fail(v, fp, nil, "%s: want an RFC 3339 time like 2026-11-25T17:00:00Z", quote(s))
-				}
-				e.Created = t.UTC()
-			}
-		case "description":
-			e.Description, err = p.text(v, fp)
-		case "os":
-			e.OS, err = p.text(v, fp)
-		case "cangafile":
-			e.Cangafile, err = p.cangafile(v, fp)
-		default:
-			var f Field
-			if f, err = p.extra(key, kn, v, path); err == nil {
-				e.Extra = append(e.Extra, f)
-			}
-		}
-		return err
+		return p.entryField(e, &have, key, kn, v, path)
 	})
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case !haveBlob:
-		return nil, p.fail(k, path, nil, "missing blob")
-	case !haveBlobSize:
-		return nil, p.fail(k, path, nil, "missing blob-size")
-	case !haveVirtualSize:
-		return nil, p.fail(k, path, nil, "missing virtual-size")
+	if err := have.missing(); err != "" {
+		return nil, p.fail(k, path, nil, "%s", err)
 	}
 	slices.SortFunc(e.Extra, func(a, b Field) int { return strings.Compare(a.Key, b.Key) })
 	return e, nil
+}
+
+// haveFields records the required keys of a version 1 entry seen so far.
+type haveFields struct{ blob, blobSize, virtualSize bool }
+
+// missing names the first required key not seen, or is "".
+func (h haveFields) missing() string {
+	switch {
+	case !h.blob:
+		return "missing blob"
+	case !h.blobSize:
+		return "missing blob-size"
+	case !h.virtualSize:
+		return "missing virtual-size"
+	}
+	return ""
+}
+
+// entryField reads key: v of a version 1 entry into e. Both the general
+// parser and the fast path (for values it does not read itself) go
+// through here, so the two cannot differ on what a value means.
+func (p *parser) entryField(e *Entry, have *haveFields, key string, kn, v *yaml.Node, path string) error {
+	fp := join(path, key)
+	var err error
+	switch key {
+	case "blob":
+		if v.Kind != yaml.ScalarNode {
+			return p.fail(v, fp, ErrInvalidID, "want a blob digest")
+		}
+		if why := idProblem(v.Value); why != "" {
+			return p.fail(v, fp, ErrInvalidID, "invalid blob digest %s: %s", quote(v.Value), why)
+		}
+		e.Blob, have.blob = digest.Digest(v.Value), true
+	case "blob-size":
+		if e.BlobSize, err = p.size(v, fp); err == nil && e.BlobSize == 0 {
+			err = p.fail(v, fp, nil, "must be positive")
+		}
+		have.blobSize = true
+	case "parent":
+		if !isNull(v) {
+			e.Parent, err = p.ref(1, v, fp)
+		}
+	case "virtual-size":
+		e.VirtualSize, err = p.size(v, fp)
+		have.virtualSize = true
+	case "cluster-size":
+		if e.ClusterSize, err = p.size(v, fp); err == nil && !validClusterSize(e.ClusterSize) {
+			err = p.fail(v, fp, nil, "%d: want a power of two from 512 to 2097152", e.ClusterSize)
+		}
+	case "compression":
+		var s string
+		if s, err = p.text(v, fp); err == nil {
+			e.Compression = qcow2.Compression(s)
+			if s != "" && !e.Compression.Valid() {
+				err = p.fail(v, fp, nil, "%s: want zlib, zstd or none", quote(s))
+			}
+		}
+	case "created":
+		var s string
+		if s, err = p.text(v, fp); err == nil && s != "" {
+			t, perr := time.Parse(time.RFC3339Nano, s)
+			if perr != nil {
+				return p.fail(v, fp, nil, "%s: want an RFC 3339 time like 2026-11-25T17:00:00Z", quote(s))
+			}
+			e.Created = t.UTC()
+		}
+	case "description":
+		e.Description, err = p.text(v, fp)
+	case "os":
+		e.OS, err = p.text(v, fp)
+	case "cangafile":
+		e.Cangafile, err = p.cangafile(v, fp)
+	default:
+		var f Field
+		if f, err = p.extra(key, kn, v, path); err == nil {
+			e.Extra = append(e.Extra, f)
+		}
+	}
+	return err
 }
 
 // Layouts of Cangallo's creation-time. Ruby's Time#to_yaml writes

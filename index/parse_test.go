@@ -11,7 +11,7 @@ import (
 	"github.com/cangallo/canga/internal/testkit"
 	"github.com/cangallo/canga/qcow2"
 	"github.com/opencontainers/go-digest"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 func TestParseSpecExample(t *testing.T) {

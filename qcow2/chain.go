@@ -3,6 +3,7 @@ package qcow2
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,6 +108,9 @@ func openChain(name, format string, o *options, above []os.FileInfo) (d Disk, er
 	if err != nil {
 		return fail(err)
 	}
+	if err := ValidateTables(f, size, hdr); err != nil {
+		return fail(err)
+	}
 	var backing Disk
 	if hdr.BackingFile != "" {
 		resolve := o.resolve
@@ -179,4 +183,90 @@ func backingPath(image, backing string) (string, error) {
 		return backing, nil
 	}
 	return filepath.Join(filepath.Dir(image), backing), nil
+}
+
+// CheckChain opens the backing chain of the image at name the way
+// qemu-img check does before it checks the image: every backing file is
+// opened, in the format its image names or, if none, the one it probes
+// as, and a qcow2 backing file must pass the checks qemu makes when it
+// opens an image for checking (those of [ReadHeader] and of its bitmaps,
+// reading past the end of the file as zeros, as qemu does). A missing or
+// unreadable backing file, an unknown backing format, a loop or a chain
+// deeper than [MaxChainDepth] (or [WithMaxDepth]) is an error that names
+// the file. Only the header of the image at name is read: [Check] checks
+// the image itself. [WithBackingResolver] and [WithMaxDepth] apply.
+func CheckChain(name string, opts ...Option) error {
+	o := options{maxDepth: MaxChainDepth}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	resolve := o.resolve
+	if resolve == nil {
+		resolve = defaultResolver
+	}
+	format := o.format
+	var above []os.FileInfo
+	for depth := 0; ; depth++ {
+		if depth > o.maxDepth {
+			return &LayerError{Name: name, Err: fmt.Errorf("qcow2: backing chain deeper than %d files", o.maxDepth)}
+		}
+		h, fi, err := checkOpenLayer(name, format, depth > 0, above)
+		if err != nil || h == nil || h.BackingFile == "" {
+			return err
+		}
+		path, bf, err := resolve(name, h.BackingFile, h.BackingFormat)
+		if err != nil {
+			return &LayerError{Name: name, Err: err}
+		}
+		above = append(above, fi)
+		name, format = path, bf
+	}
+}
+
+// checkOpenLayer opens one file of a chain for CheckChain and returns its
+// header, or nil for a raw file. Bitmaps are checked when check is set.
+func checkOpenLayer(name, format string, check bool, above []os.FileInfo) (*Header, os.FileInfo, error) {
+	f, err := OpenRegular(name)
+	if err != nil {
+		return nil, nil, err // *PathError names the file
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	fail := func(err error) (*Header, os.FileInfo, error) { return nil, nil, &LayerError{Name: name, Err: err} }
+	for _, up := range above {
+		if os.SameFile(up, fi) {
+			return fail(fmt.Errorf("%w: the file is its own ancestor", ErrBackingLoop))
+		}
+	}
+	size := fi.Size()
+	if fi.Mode()&os.ModeDevice != 0 {
+		if size, err = f.Seek(0, 2); err != nil {
+			return fail(err)
+		}
+	}
+	if format == "" {
+		format = FormatRaw
+		var magic [4]byte
+		if n, _ := f.ReadAt(magic[:], 0); n == 4 && string(magic[:]) == Magic {
+			format = FormatQcow2
+		}
+	}
+	switch format {
+	case FormatRaw:
+		return nil, fi, nil
+	case FormatQcow2:
+	default:
+		return fail(unsupportedf("format %q", format))
+	}
+	h, err := ReadHeader(checkPadded{f, size}, math.MaxInt64)
+	if err == nil && check {
+		err = openBitmapsForCheck(f, size, h)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return h, fi, nil
 }

@@ -258,26 +258,14 @@ func (c *checker) readZ(p []byte, off int64) error {
 
 func (c *checker) run() error {
 	h := c.hdr
-	// qemu validates these tables when it opens the image
-	// (qcow2_validate_table): offsets must leave the table inside int64.
+	// ReadHeader made the checks of qemu's open (qcow2_validate_table and
+	// the bitmaps extension); the bitmaps are loaded next, as qemu-img
+	// check's opening does, then the snapshot table is read.
 	reftableBytes := int64(h.RefcountTableClusters) << c.bits
-	if h.RefcountTableOffset > uint64(math.MaxInt64-reftableBytes) {
-		return corruptf("refcount table offset %#x invalid", h.RefcountTableOffset)
-	}
-	if h.L1TableOffset > uint64(math.MaxInt64-int64(h.L1Size)*8) {
-		return corruptf("L1 table offset %#x invalid", h.L1TableOffset)
-	}
-	if h.SnapshotsOffset%uint64(c.cs) != 0 ||
-		h.SnapshotsOffset > uint64(math.MaxInt64-int64(h.NbSnapshots)*checkSnapshotHeader) {
-		return corruptf("snapshot table offset %#x invalid", h.SnapshotsOffset)
-	}
-	if err := c.readBitmapsExtension(); err != nil {
+	if err := c.loadBitmaps(); err != nil {
 		return err
 	}
 	if err := c.readSnapshots(); err != nil {
-		return err
-	}
-	if err := c.loadBitmaps(); err != nil {
 		return err
 	}
 

@@ -8,13 +8,9 @@ import (
 	"math"
 )
 
-// Limits of qemu's block/qcow2.h on the snapshot table.
-const (
-	checkMaxSnapshotExtra = 1024     // QCOW_MAX_SNAPSHOT_EXTRA_DATA
-	checkMaxSnapshotsSize = 64 << 20 // QCOW_MAX_SNAPSHOTS_SIZE
-	checkSnapshotHeader   = 40       // sizeof(QCowSnapshotHeader)
-	checkNameKeep         = 128      // bytes of a snapshot ID or name kept for messages
-)
+// checkNameKeep is how many bytes of a snapshot ID or name are kept for
+// messages.
+const checkNameKeep = 128
 
 type checkSnapshot struct {
 	l1Offset uint64
@@ -33,7 +29,7 @@ func (c *checker) readSnapshots() error {
 	start := int64(c.hdr.SnapshotsOffset)
 	off := start
 	var length int64
-	var h [checkSnapshotHeader]byte
+	var h [snapshotHeaderSize]byte
 	c.snapshots = make([]checkSnapshot, 0, nb) // nb <= 65536, checked by ReadHeader
 	name := make([]byte, 1<<16)
 	extras := make([]int64, 0, nb)
@@ -43,13 +39,13 @@ func (c *checker) readSnapshots() error {
 		if err := c.readZ(h[:], off); err != nil {
 			return fmt.Errorf("qcow2: check: failed to read snapshot table: %w", err)
 		}
-		off += checkSnapshotHeader
+		off += snapshotHeaderSize
 		be := binary.BigEndian
 		sn := checkSnapshot{l1Offset: be.Uint64(h[0:]), l1Size: be.Uint32(h[8:])}
 		idSize := int64(be.Uint16(h[12:]))
 		nameSize := int64(be.Uint16(h[14:]))
 		extra := int64(be.Uint32(h[36:]))
-		if extra > checkMaxSnapshotExtra {
+		if extra > maxSnapshotExtra {
 			return corruptf("too much extra metadata in snapshot table entry %d", i)
 		}
 		off += extra
@@ -68,8 +64,8 @@ func (c *checker) readSnapshots() error {
 		if sn.name, err = str(nameSize); err != nil {
 			return err
 		}
-		length += checkSnapshotHeader + extra + idSize + nameSize
-		if length > checkMaxSnapshotsSize || off-start > math.MaxInt32 {
+		length += snapshotHeaderSize + extra + idSize + nameSize
+		if length > maxSnapshotsSize || off-start > math.MaxInt32 {
 			return corruptf("snapshot table is too big")
 		}
 		c.snapshots = append(c.snapshots, sn)

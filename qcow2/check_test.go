@@ -1152,17 +1152,19 @@ func (f chkFailingReader) ReadAt(p []byte, off int64) (int, error) {
 func FuzzCheck(f *testing.F) {
 	chkNeedQemu(f)
 	dir := f.TempDir()
+	// Seeds of a few KiB: 512-byte clusters, a little data.
 	seeds := []string{
-		chkCreate(f, dir, "a.qcow2", "1M", "cluster_size=512"),
-		chkCreate(f, dir, "b.qcow2", "1M", "cluster_size=512", "compat=0.10", "refcount_bits=16"),
-		chkCreate(f, dir, "c.qcow2", "1M", "cluster_size=512", "refcount_bits=1"),
-		chkCreate(f, dir, "d.qcow2", "2M", "cluster_size=16k", "extended_l2=on"),
+		chkCreate(f, dir, "a.qcow2", "64K", "cluster_size=512"),
+		chkCreate(f, dir, "b.qcow2", "64K", "cluster_size=512", "compat=0.10", "refcount_bits=16"),
+		chkCreate(f, dir, "c.qcow2", "64K", "cluster_size=512", "refcount_bits=1"),
+		chkCreate(f, dir, "d.qcow2", "64K", "cluster_size=512", "lazy_refcounts=on"),
 	}
 	chkIO(f, seeds[0], "write -P 1 0 4k", "write -z 8k 1k")
 	chkIO(f, seeds[1], "write -P 2 4k 2k")
 	chkRun(f, "qemu-img", "snapshot", "-c", "s", seeds[1])
 	chkIO(f, seeds[1], "write -P 3 4k 512")
 	chkIO(f, seeds[2], "write -P 4 0 1k")
+	chkRun(f, "qemu-img", "bitmap", "--add", seeds[3], "b0")
 	chkIO(f, seeds[3], "write -P 5 0 2k")
 	for _, p := range seeds {
 		data, err := os.ReadFile(p)

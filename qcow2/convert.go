@@ -119,6 +119,10 @@ func Convert(ctx context.Context, w io.WriterAt, src Disk, opt ConvertOptions) (
 	}
 
 	chunk, workers := ScanOptions{Workers: opt.Workers}.chunking() // chunks are multiples of every cluster size
+	if size < chunk {
+		// A small disk needs no buffers larger than itself.
+		chunk = max(cs, (size+cs-1)&^(cs-1))
+	}
 	perChunk := int(chunk / cs)
 	comps := make([]*compressor, workers)
 	for i := range comps {

@@ -24,6 +24,30 @@
 // chain; [Scan] and [Digest] read a disk in order with parallel read-ahead
 // and decompression.
 //
+// Opening: [Open] and [OpenFile] refuse every image that qemu refuses to
+// open, with qemu's limits and reasons: the checks of qemu's
+// qcow2_do_open on the header, its extensions (backing format, feature
+// names, bitmaps, crypto, data file), the feature bits, the reference
+// count table, the active L1 table, the snapshot table and each entry's
+// extra data, and the persistent bitmaps (qemu_open_test.go has one case
+// each). Deliberate differences, all stricter than qemu, which reads the
+// bytes past the end of the file as zeros (docs/qemu-differences.md):
+//   - a data cluster, or an L2 table, that lies wholly or partly past the
+//     end of the file is an error when it is read (qemu reads zeros, even
+//     for the last bytes of an L2 table cut by the end of the file);
+//   - truncated tables are an error at open: the part of the active L1
+//     table that maps the disk, the reference count table, the snapshot
+//     table entries, the bitmap directory and the tables of the bitmaps
+//     that are not in use must lie in the file, and the header and its
+//     extensions too;
+//   - the L1 and reference count tables may not lie over the header;
+//     header_length must be a multiple of 8, as the format says; a backing
+//     file name may not overlap the header nor hold a NUL byte; a header
+//     extension other than the feature name table may appear once;
+//   - encryption and external data files are not supported; backing file
+//     names must be plain file names, and chains at most [MaxChainDepth]
+//     deep.
+//
 // Checking: [Check] rebuilds the refcounts from the metadata and reports
 // what qemu-img check reports, with the same counts.
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 )
 
@@ -22,6 +23,11 @@ const (
 	maxBackingNameLen   = 1023
 	maxBackingFormatLen = 15 // qemu keeps it in a 16-byte buffer
 	maxSnapshots        = 65536
+	snapshotHeaderSize  = 40                // sizeof(QCowSnapshotHeader)
+	maxBitmaps          = 65535             // QCOW2_MAX_BITMAPS
+	maxBitmapDirectory  = 1024 * maxBitmaps // QCOW2_MAX_BITMAP_DIRECTORY_SIZE
+	cryptAES            = 1
+	cryptLUKS           = 2
 	v2HeaderLength      = 72
 	v3MinHeaderLength   = 104
 	maxVirtualSize      = 1 << 62 // keeps every offset computation inside int64
@@ -120,6 +126,15 @@ type Header struct {
 	Unknown []Extension
 	// ExtensionsEnd is the offset just past the end-of-extensions marker.
 	ExtensionsEnd uint64
+
+	bitmaps bitmapsExt // set when qemu heeds the bitmaps extension
+}
+
+// bitmapsExt is the bitmaps extension, when the bitmaps autoclear bit says
+// that it is consistent (qemu's s->nb_bitmaps and bitmap_directory_*).
+type bitmapsExt struct {
+	nb                 uint32 // 0: no bitmaps qemu would load
+	dirSize, dirOffset uint64
 }
 
 // VirtualSize is the size of the guest disk in bytes. qemu counts whole
@@ -169,7 +184,11 @@ func (h *Header) l1EntriesFor(size uint64) uint64 {
 }
 
 // ReadHeader reads and validates the header of the qcow2 file ra of fileSize
-// bytes. It reads at most one cluster.
+// bytes: every check that qemu's qcow2_do_open makes on the header and its
+// extensions, in qemu's order where it matters, with qemu's limits. It reads
+// at most one cluster. The checks that need the tables the header points to
+// (the snapshot table, the bitmap directory) are made by [Open] and
+// [OpenFile], not here.
 func ReadHeader(ra io.ReaderAt, fileSize int64) (*Header, error) {
 	var fixed [v3MinHeaderLength + 8]byte
 	n, err := ra.ReadAt(fixed[:], 0)
@@ -214,16 +233,21 @@ func ReadHeader(ra io.ReaderAt, fileSize int64) (*Header, error) {
 		return nil, unsupportedf("version %d (only 2 and 3 exist)", h.Version)
 	}
 	if h.ClusterBits < MinClusterBits || h.ClusterBits > MaxClusterBits {
-		return nil, corruptf("cluster_bits %d out of range %d..%d", h.ClusterBits, MinClusterBits, MaxClusterBits)
+		return nil, corruptf("cluster_bits %d out of range %d..%d (unsupported cluster size)", h.ClusterBits, MinClusterBits, MaxClusterBits)
 	}
 	clusterSize := uint64(1) << h.ClusterBits
 	if h.Version == 3 {
+		// qemu only asks for 104 bytes; the format's "multiple of 8" is a
+		// rule canga keeps (docs/qemu-differences.md).
 		if h.HeaderLength < v3MinHeaderLength || h.HeaderLength%8 != 0 {
-			return nil, corruptf("header_length %d: must be a multiple of 8 and at least %d", h.HeaderLength, v3MinHeaderLength)
+			return nil, corruptf("header_length %d: must be a multiple of 8 and at least %d (qcow2 header too short)", h.HeaderLength, v3MinHeaderLength)
 		}
 		if uint64(h.HeaderLength) > clusterSize {
 			return nil, corruptf("header_length %d exceeds the cluster size %d", h.HeaderLength, clusterSize)
 		}
+	}
+	if h.BackingFileOffset > clusterSize {
+		return nil, corruptf("invalid backing file offset %#x: past the first cluster", h.BackingFileOffset)
 	}
 
 	// Everything else the header describes lives in the first cluster; read
@@ -232,28 +256,77 @@ func ReadHeader(ra io.ReaderAt, fileSize int64) (*Header, error) {
 	if first < int64(h.HeaderLength) {
 		return nil, corruptf("header truncated: %d of %d bytes", first, h.HeaderLength)
 	}
-	buf := make([]byte, first)
-	if _, err := ra.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("qcow2: read header cluster: %w", err)
-	}
-	if h.Version == 3 && h.HeaderLength > v3MinHeaderLength {
-		h.CompressionType = buf[104]
-	}
-	if err := h.parseExtensions(buf); err != nil {
-		return nil, err
-	}
-	if err := h.validate(fileSize); err != nil {
-		return nil, err
-	}
-	if err := h.parseBackingName(buf); err != nil {
-		return nil, err
+	// The header, its extensions and the backing file name nearly always
+	// fit in the first kilobytes: read those, and the whole cluster only
+	// when they run further (fsck reads the headers of 100,000 blobs whose
+	// clusters are 64 KiB). What is parsed is the same either way.
+	fixedHeader := *h
+	for read := min(first, headPrefix); ; read = first {
+		*h = fixedHeader
+		buf := make([]byte, read)
+		if _, err := ra.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("qcow2: read header cluster: %w", err)
+		}
+		err := h.parseCluster(buf, int(first), fileSize)
+		if errors.Is(err, errShortPrefix) && read < first {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		break
 	}
 	return h, nil
 }
 
+// headPrefix is how much of the first cluster ReadHeader reads first.
+const headPrefix = 4096
+
+// errShortPrefix: the part of the first cluster read is not enough.
+var errShortPrefix = errors.New("qcow2: header runs past the part read")
+
+// parseCluster parses what the header describes in buf, the first
+// len(buf) bytes of the first cluster, which has full bytes in the file.
+// A buf shorter than full that does not hold it all is errShortPrefix.
+func (h *Header) parseCluster(buf []byte, full int, fileSize int64) error {
+	if h.Version == 3 && h.HeaderLength > v3MinHeaderLength {
+		h.CompressionType = buf[104]
+	}
+	if err := h.parseExtensions(buf, full); err != nil {
+		return err
+	}
+	if err := h.validate(fileSize); err != nil {
+		return err
+	}
+	return h.parseBackingName(buf, full)
+}
+
+// bdrvMaxLength is the largest offset qemu's block layer reads at
+// (BDRV_MAX_LENGTH): a table that ends beyond it makes qemu's open fail
+// with an I/O error, whatever the size of the file.
+const bdrvMaxLength = math.MaxInt64 &^ (1<<30 - 1)
+
+// validate makes qcow2_do_open's checks of the fixed header fields, and
+// canga's own: tables that must lie inside the file do (see
+// docs/qemu-differences.md).
 func (h *Header) validate(fileSize int64) error {
 	clusterSize := uint64(1) << h.ClusterBits
+	// validate_compression_type: an unknown type first, then the feature
+	// bit, which must be set exactly when the type is not zlib.
+	switch h.CompressionType {
+	case headerCompressionZlib:
+		if h.IncompatibleFeatures&IncompatCompression != 0 {
+			return corruptf("compression type incompatible feature bit must not be set: the compression type is zlib")
+		}
+	case headerCompressionZstd:
+		if h.IncompatibleFeatures&IncompatCompression == 0 {
+			return corruptf("compression type incompatible feature bit must be set: compression_type is %d (zstd)", h.CompressionType)
+		}
+	default:
+		return unsupportedf("unknown compression type %d", h.CompressionType)
+	}
 	if unknown := h.IncompatibleFeatures &^ knownIncompatMask; unknown != 0 {
+		// Named from the image's feature name table, as qemu does.
 		var names []string
 		for bit := range 64 {
 			if unknown&(1<<bit) != 0 {
@@ -266,61 +339,86 @@ func (h *Header) validate(fileSize int64) error {
 		}
 		return unsupportedf("unknown incompatible features: %s", strings.Join(names, ", "))
 	}
+	if h.ExtendedL2() && h.ClusterBits < extendedL2MinBits {
+		return corruptf("unsupported subcluster size %d: extended L2 entries need clusters of at least 16 KiB, have %d bytes", clusterSize/subclustersPerClust, clusterSize)
+	}
+	if h.RefcountOrder > 6 {
+		return corruptf("refcount_order %d exceeds 6: reference count entry width too large; may not exceed 64 bits", h.RefcountOrder)
+	}
+	switch h.CryptMethod {
+	case 0:
+	case cryptAES, cryptLUKS:
+		return unsupportedf("encryption (crypt_method %d): canga reads unencrypted images only", h.CryptMethod)
+	default:
+		return unsupportedf("encryption: unsupported encryption method %d", h.CryptMethod)
+	}
 	if h.IncompatibleFeatures&IncompatDataFile != 0 {
 		return unsupportedf("external data file")
 	}
-	if h.CryptMethod != 0 {
-		return unsupportedf("encryption (crypt_method %d)", h.CryptMethod)
+	if h.AutoclearFeatures&AutoclearRawDataFile != 0 {
+		return corruptf("data-file-raw requires a data file: the raw external data bit is set without an external data file")
 	}
-	if h.RefcountOrder > 6 {
-		return corruptf("refcount_order %d exceeds 6", h.RefcountOrder)
+
+	// The reference count table (qcow2_validate_table, then the read of
+	// qcow2_refcount_init). Its size of 0 is refused by Open, not here:
+	// qemu-img check accepts it and reports what it finds.
+	reftableBytes := uint64(h.RefcountTableClusters) << h.ClusterBits
+	if uint64(h.RefcountTableClusters) > maxRefcountTable>>h.ClusterBits {
+		return corruptf("refcount table too large: %d clusters exceed qemu's limit of %d bytes", h.RefcountTableClusters, maxRefcountTable)
 	}
-	if h.IncompatibleFeatures&IncompatCompression != 0 {
-		if h.HeaderLength <= 104 {
-			return corruptf("compression type bit set but header has no compression_type field")
-		}
-		if h.CompressionType != headerCompressionZstd {
-			return unsupportedf("compression type %d", h.CompressionType)
-		}
-	} else if h.CompressionType != headerCompressionZlib {
-		return corruptf("compression_type %d without the compression type feature bit", h.CompressionType)
+	if h.RefcountTableOffset%clusterSize != 0 {
+		return corruptf("refcount table offset %#x invalid: not cluster aligned", h.RefcountTableOffset)
 	}
-	if h.ExtendedL2() && h.ClusterBits < extendedL2MinBits {
-		return corruptf("extended L2 entries need clusters of at least 16 KiB, have %d bytes", clusterSize)
+	if h.RefcountTableOffset > math.MaxInt64-reftableBytes {
+		return corruptf("refcount table offset %#x invalid: the table ends past 2^63", h.RefcountTableOffset)
 	}
+	if reftableBytes > 0 && h.RefcountTableOffset+reftableBytes > bdrvMaxLength {
+		return corruptf("refcount table at %#x cannot be read: it ends past qemu's largest file offset %#x", h.RefcountTableOffset, uint64(bdrvMaxLength))
+	}
+
+	// The snapshot table: qemu checks its offset even when there are no
+	// snapshots. The entries are read by Open.
+	if h.NbSnapshots > maxSnapshots {
+		return corruptf("snapshot table too large: %d snapshots exceed qemu's limit of %d", h.NbSnapshots, maxSnapshots)
+	}
+	if h.SnapshotsOffset%clusterSize != 0 {
+		return corruptf("snapshot table offset %#x invalid: not cluster aligned", h.SnapshotsOffset)
+	}
+	if h.SnapshotsOffset > math.MaxInt64-uint64(h.NbSnapshots)*snapshotHeaderSize {
+		return corruptf("snapshot table offset %#x invalid: the table ends past 2^63", h.SnapshotsOffset)
+	}
+
+	// The active L1 table.
 	if h.Size > maxVirtualSize {
 		return corruptf("virtual size %d is absurd", h.Size)
 	}
 	needL1 := h.l1EntriesFor(h.Size)
 	if needL1*8 > maxL1Bytes {
-		return unsupportedf("virtual size %d needs an L1 table of %d bytes, more than qemu's limit of %d", h.Size, needL1*8, maxL1Bytes)
+		return unsupportedf("virtual size %d needs an L1 table of %d bytes, more than qemu's limit of %d (image is too big)", h.Size, needL1*8, maxL1Bytes)
 	}
-	if uint64(h.L1Size)*8 > maxL1Bytes {
-		return corruptf("l1_size %d exceeds qemu's limit of %d entries", h.L1Size, maxL1Bytes/8)
+	l1Bytes := uint64(h.L1Size) * 8
+	if l1Bytes > maxL1Bytes {
+		return corruptf("l1_size %d exceeds qemu's limit of %d entries: active L1 table too large", h.L1Size, maxL1Bytes/8)
+	}
+	if h.L1TableOffset%clusterSize != 0 {
+		return corruptf("active L1 table offset %#x invalid: not cluster aligned", h.L1TableOffset)
+	}
+	if h.L1TableOffset > math.MaxInt64-l1Bytes {
+		return corruptf("active L1 table offset %#x invalid: the table ends past 2^63", h.L1TableOffset)
 	}
 	if uint64(h.L1Size) < needL1 {
 		return corruptf("L1 table too small: %d entries for a virtual size of %d bytes (need %d)", h.L1Size, h.Size, needL1)
 	}
-	if err := checkTable("L1 table", h.L1TableOffset, needL1*8, clusterSize, fileSize); err != nil {
-		return err
+	if l1Bytes > 0 && h.L1TableOffset+l1Bytes > bdrvMaxLength {
+		return corruptf("could not read L1 table: it ends past qemu's largest file offset %#x", uint64(bdrvMaxLength))
 	}
-	if uint64(h.RefcountTableClusters) > maxRefcountTable>>h.ClusterBits {
-		return corruptf("refcount table of %d clusters exceeds qemu's limit of %d bytes", h.RefcountTableClusters, maxRefcountTable)
-	}
-	if h.RefcountTableOffset%clusterSize != 0 {
-		return corruptf("refcount table offset %#x is not cluster aligned", h.RefcountTableOffset)
-	}
-	if h.NbSnapshots > maxSnapshots {
-		return corruptf("%d snapshots exceed qemu's limit of %d", h.NbSnapshots, maxSnapshots)
-	}
-	if h.NbSnapshots > 0 && h.SnapshotsOffset%clusterSize != 0 {
-		return corruptf("snapshot table offset %#x is not cluster aligned", h.SnapshotsOffset)
-	}
-	return nil
+	// canga reads only the entries that map the virtual disk, and they
+	// must lie in the file.
+	return checkTable("L1 table", h.L1TableOffset, needL1*8, clusterSize, fileSize)
 }
 
 // checkTable checks that a table of n bytes at off is cluster aligned and
-// lies inside the file.
+// lies inside the file, and not over the header.
 func checkTable(what string, off, n, clusterSize uint64, fileSize int64) error {
 	if n == 0 {
 		return nil
@@ -337,85 +435,146 @@ func checkTable(what string, off, n, clusterSize uint64, fileSize int64) error {
 	return nil
 }
 
-func (h *Header) parseExtensions(buf []byte) error {
+// parseExtensions reads the header extensions as qcow2_read_extensions
+// does: from the end of the header to the backing file name, or to the end
+// of the first cluster. Bytes past the end of the file read as zeros, as
+// in qemu, so that a file that ends after its header has no extensions;
+// but an extension whose data would lie there is an error.
+func (h *Header) parseExtensions(buf []byte, full int) error {
+	short := len(buf) < full
 	if h.Version == 2 && h.BackingFileOffset != 0 && h.BackingFileOffset < v2HeaderLength {
 		return corruptf("backing file name overlaps the header")
 	}
 	be := binary.BigEndian
 	off := uint64(h.HeaderLength)
-	end := uint64(len(buf))
-	// In a version 2 image without extensions the backing file name may
-	// follow the header directly; extensions end where it starts.
-	if h.BackingFileOffset != 0 && h.BackingFileOffset < end {
+	end := uint64(1) << h.ClusterBits
+	if h.BackingFileOffset != 0 {
 		end = h.BackingFileOffset
 	}
+	var word [8]byte
 	seen := map[uint32]bool{}
-	for {
-		if off+8 > end {
-			// qemu stops quietly when the area is exhausted.
-			h.ExtensionsEnd = off
-			return nil
+	for off < end {
+		if short && off+8 > uint64(len(buf)) {
+			return errShortPrefix
 		}
-		typ := be.Uint32(buf[off:])
-		length := uint64(be.Uint32(buf[off+4:]))
+		clear(word[:])
+		if off < uint64(len(buf)) {
+			copy(word[:], buf[off:])
+		}
+		typ := be.Uint32(word[:])
+		length := uint64(be.Uint32(word[4:]))
 		off += 8
+		// qemu tests the room left before it looks at the type: even the
+		// end marker must fit.
+		if off > end {
+			return corruptf("header extension at %#x is too large: %d bytes are left before the end of the header area at %#x, not even room for its type and length", off-8, end-(off-8), end)
+		}
+		if length > end-off {
+			return corruptf("header extension %#x of %d bytes at %#x is too large: it runs past the header area (%d bytes)", typ, length, off-8, end)
+		}
 		if typ == extEnd {
 			h.ExtensionsEnd = off
 			return nil
 		}
-		if length > end-off {
-			return corruptf("header extension %#x of %d bytes runs past the header area", typ, length)
+		if off+length > uint64(len(buf)) {
+			if short {
+				return errShortPrefix
+			}
+			return corruptf("header extension %#x of %d bytes at %#x runs past the end of the file", typ, length, off-8)
 		}
 		data := buf[off : off+length]
 		if typ != extFeatureTable && seen[typ] {
 			return corruptf("header extension %#x appears twice", typ)
 		}
 		seen[typ] = true
-		switch typ {
-		case extBackingFormat:
-			if length > maxBackingFormatLen {
-				return corruptf("backing format name of %d bytes is too long", length)
-			}
-			h.BackingFormat = string(data)
-		case extFeatureTable:
-			for i := 0; i+48 <= len(data); i += 48 {
-				name := string(data[i+2 : i+48])
-				if j := strings.IndexByte(name, 0); j >= 0 {
-					name = name[:j]
-				}
-				h.FeatureNames = append(h.FeatureNames, FeatureName{Type: data[i], Bit: data[i+1], Name: name})
-			}
-		case extBitmaps:
-			h.Bitmaps = true
-		case extCrypto:
-			return unsupportedf("encryption header extension")
-		case extDataFile:
-			return unsupportedf("external data file %q", string(data))
-		default:
-			h.Unknown = append(h.Unknown, Extension{Type: typ, Data: append([]byte(nil), data...)})
+		if err := h.extension(typ, data); err != nil {
+			return err
 		}
 		off += (length + 7) &^ 7
 	}
+	h.ExtensionsEnd = off
+	return nil
 }
 
-func (h *Header) parseBackingName(buf []byte) error {
-	if h.BackingFileOffset == 0 {
-		if h.BackingFormat != "" {
-			return corruptf("backing format %q without a backing file", h.BackingFormat)
+// extension interprets one header extension.
+func (h *Header) extension(typ uint32, data []byte) error {
+	be := binary.BigEndian
+	switch typ {
+	case extBackingFormat:
+		if len(data) > maxBackingFormatLen {
+			return corruptf("backing format name of %d bytes is too long (at most %d)", len(data), maxBackingFormatLen)
 		}
+		h.BackingFormat = string(data)
+	case extFeatureTable:
+		for i := 0; i+48 <= len(data); i += 48 {
+			name := string(data[i+2 : i+48])
+			if j := strings.IndexByte(name, 0); j >= 0 {
+				name = name[:j]
+			}
+			h.FeatureNames = append(h.FeatureNames, FeatureName{Type: data[i], Bit: data[i+1], Name: name})
+		}
+	case extBitmaps:
+		h.Bitmaps = true
+		if len(data) != 24 {
+			return corruptf("bitmaps extension: invalid extension length %d (want 24)", len(data))
+		}
+		// Without the autoclear bit, a program that does not know bitmaps
+		// wrote the image last: qemu ignores the extension.
+		if h.AutoclearFeatures&AutoclearBitmaps == 0 {
+			return nil
+		}
+		nb := be.Uint32(data[0:])
+		dirSize, dirOffset := be.Uint64(data[8:]), be.Uint64(data[16:])
+		switch {
+		case be.Uint32(data[4:]) != 0:
+			return corruptf("bitmaps extension: reserved field is not zero")
+		case nb > maxBitmaps:
+			return corruptf("bitmaps extension: image has %d bitmaps, exceeding qemu's maximum of %d", nb, maxBitmaps)
+		case nb == 0:
+			return corruptf("bitmaps extension with zero bitmaps")
+		case dirOffset&(uint64(1)<<h.ClusterBits-1) != 0:
+			return corruptf("bitmaps extension: invalid bitmap directory offset %#x: not cluster aligned", dirOffset)
+		case dirSize > maxBitmapDirectory:
+			return corruptf("bitmaps extension: bitmap directory size %d exceeds the maximum of %d", dirSize, maxBitmapDirectory)
+		}
+		h.bitmaps = bitmapsExt{nb: nb, dirSize: dirSize, dirOffset: dirOffset}
+	case extCrypto:
+		if h.CryptMethod != cryptLUKS {
+			return corruptf("crypto header extension only expected with LUKS encryption method (crypt_method is %d)", h.CryptMethod)
+		}
+		if len(data) != 16 {
+			return corruptf("crypto header extension size %d, but expected size 16", len(data))
+		}
+		if off := be.Uint64(data); off&(uint64(1)<<h.ClusterBits-1) != 0 {
+			return corruptf("encryption header offset %#x is not a multiple of the cluster size", off)
+		}
+		return unsupportedf("encryption (LUKS): canga reads unencrypted images only")
+	default:
+		// An external data file name (extDataFile) matters only with the
+		// external data file bit, which validate refuses; without it qemu
+		// ignores the name, and so does canga. Kept for header rewrites,
+		// like the extensions canga does not know.
+		h.Unknown = append(h.Unknown, Extension{Type: typ, Data: append([]byte(nil), data...)})
+	}
+	return nil
+}
+
+// parseBackingName reads the backing file name. A name of 0 bytes is no
+// backing file, as in qemu.
+func (h *Header) parseBackingName(buf []byte, full int) error {
+	if h.BackingFileOffset == 0 || h.BackingFileSize == 0 {
 		return nil
 	}
-	if h.BackingFileSize == 0 {
-		return corruptf("backing file name is empty")
-	}
-	if h.BackingFileSize > maxBackingNameLen {
-		return corruptf("backing file name of %d bytes is longer than %d", h.BackingFileSize, maxBackingNameLen)
+	clusterSize := uint64(1) << h.ClusterBits
+	if h.BackingFileSize > maxBackingNameLen || uint64(h.BackingFileSize) > clusterSize-h.BackingFileOffset {
+		return corruptf("backing file name too long: %d bytes at %#x (at most %d, inside the first cluster of %d bytes)",
+			h.BackingFileSize, h.BackingFileOffset, maxBackingNameLen, clusterSize)
 	}
 	end := h.BackingFileOffset + uint64(h.BackingFileSize)
-	if end > uint64(1)<<h.ClusterBits {
-		return corruptf("backing file name runs past the first cluster")
-	}
 	if end > uint64(len(buf)) {
+		if len(buf) < full {
+			return errShortPrefix
+		}
 		return corruptf("backing file name runs past the end of the file")
 	}
 	if h.BackingFileOffset < uint64(h.HeaderLength) {

@@ -57,6 +57,12 @@ func WithBacking(d Disk) Option { return func(o *options) { o.backing = d } }
 // Open opens the qcow2 image in ra, a file of size bytes. Without
 // [WithBacking], ranges the image does not allocate read as zeros even if
 // the header names a backing file.
+//
+// Open refuses every image that qemu refuses to open (qemu's qcow2_do_open:
+// the header and its extensions, see [ReadHeader]; the reference count
+// table, the snapshot table, the persistent bitmaps), and a few more,
+// listed in docs/qemu-differences.md: canga never reads past the end of
+// the file, where qemu reads zeros.
 func Open(ra io.ReaderAt, size int64, opts ...Option) (*Image, error) {
 	o := options{}
 	for _, opt := range opts {
@@ -64,6 +70,9 @@ func Open(ra io.ReaderAt, size int64, opts ...Option) (*Image, error) {
 	}
 	hdr, err := ReadHeader(ra, size)
 	if err != nil {
+		return nil, err
+	}
+	if err := ValidateTables(ra, size, hdr); err != nil {
 		return nil, err
 	}
 	return openWithHeader(ra, size, hdr, &o)

@@ -34,6 +34,10 @@ var zeroChunk = make([]byte, DefaultChunkSize)
 func Scan(ctx context.Context, d Disk, opt ScanOptions, fn func(off int64, p []byte, zero bool) error) error {
 	chunk, workers := opt.chunking()
 	size := d.Size()
+	if size < chunk {
+		// A small disk needs no buffer larger than itself.
+		chunk = max(512, (size+511)&^511)
+	}
 	zeros := zeroChunk
 	if chunk > int64(len(zeros)) {
 		zeros = make([]byte, chunk)

@@ -11,7 +11,9 @@
 // BASE/HEX.qcow2 files instead of blobs).
 //
 // [Client.Get] downloads a small file whole (the index, its signature),
-// with a bound on its size. [Client.Open] streams a file from an offset,
+// with a bound on its size; [Client.GetIf] and [Client.GetIfTo] do it
+// conditionally on the validators (ETag, Last-Modified) of the copy the
+// caller has, and report 304 Not Modified. [Client.Open] streams a file from an offset,
 // surviving the network: transient failures (connection errors, 408, 429,
 // 5xx, a body cut short, a transfer that stalls) are retried with
 // exponential back-off and jitter, each time from the byte where the last

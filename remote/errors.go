@@ -21,6 +21,9 @@ var (
 	ErrProtocol = errors.New("remote: bad server response")
 	// ErrBadURL: a base URL or a path relative to it is unusable.
 	ErrBadURL = errors.New("remote: bad URL")
+	// ErrInternal: canga met a bug of its own, such as a panic while it
+	// served; the error says what it was doing.
+	ErrInternal = errors.New("remote: internal error")
 	// errStalled: no byte arrived for Client.StallTimeout.
 	errStalled = errors.New("remote: transfer stalled")
 )

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cangallo/canga/internal/panics"
 )
 
 // The files of a static repository (SPEC §2), as served and fetched.
@@ -207,7 +209,14 @@ func ServeListener(ctx context.Context, ln net.Listener, dir string) error {
 		ErrorLog: log.New(io.Discard, "", 0), // a library does not print
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		var err error
+		defer func() { errc <- err }()
+		// A panic of the listener (or of net/http outside a handler,
+		// whose panics it recovers itself) ends Serve with an error.
+		defer panics.Recover(&err, ErrInternal, func() string { return "serving " + ln.Addr().String() })
+		err = srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("remote: serve: %w", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -141,6 +142,21 @@ func TestHandlerRanges(t *testing.T) {
 	if got := resp.Header.Get("ETag"); got == indexETag || got == "" {
 		t.Fatalf("ETag %q after the index changed", got)
 	}
+	// If-Modified-Since alone (what a client that only kept the
+	// Last-Modified sends): 304 for the version it has.
+	req, err := http.NewRequest("GET", srv.URL+"/index.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("If-Modified-Since", resp.Header.Get("Last-Modified"))
+	ims, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ims.Body.Close()
+	if ims.StatusCode != http.StatusNotModified {
+		t.Fatalf("If-Modified-Since of the current version: %d", ims.StatusCode)
+	}
 }
 
 // rawGet sends a request line as given, over TCP, so that no client
@@ -263,5 +279,23 @@ func TestServeGraceful(t *testing.T) {
 	}
 	if err := Serve(context.Background(), filepath.Join(sr.dir, "missing"), "127.0.0.1:0", nil); err == nil {
 		t.Fatal("Serve of a missing directory")
+	}
+}
+
+// panicListener panics on Accept, as a bug below Serve would.
+type panicListener struct{ net.Listener }
+
+func (l panicListener) Accept() (net.Conn, error) { panic("accept: boom") }
+
+// A panic in the serving goroutine is an error of ServeListener that says
+// what it was serving, not a crash.
+func TestServePanicBecomesError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = ServeListener(t.Context(), panicListener{ln}, t.TempDir())
+	if !errors.Is(err, ErrInternal) || !strings.Contains(err.Error(), "serving "+ln.Addr().String()) || !strings.Contains(err.Error(), "accept: boom") {
+		t.Fatalf("ServeListener: %v", err)
 	}
 }

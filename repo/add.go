@@ -12,7 +12,7 @@ import (
 	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/qcow2"
 	"github.com/opencontainers/go-digest"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // AddOptions describes an image being added.

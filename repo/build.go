@@ -9,7 +9,7 @@ import (
 	"github.com/cangallo/canga/guestfs"
 	"github.com/cangallo/canga/index"
 	"github.com/opencontainers/go-digest"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // BuildOptions tune [Home.Build].

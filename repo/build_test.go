@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/cangallo/canga/guestfs"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // TestRedactedCangafile: passwords never reach index.yaml, which is

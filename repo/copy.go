@@ -99,7 +99,7 @@ func (r *Repo) Copy(ctx context.Context, src Source, six *index.Index, id digest
 		// A failed copy into a local repository leaves it as it was: the
 		// blobs it stored before the failure go again (the lock is ours,
 		// so they are nobody else's).
-		before, _, err := r.store.List(ctx)
+		before, _, err := r.store.Digests(ctx)
 		if err != nil {
 			return err
 		}
@@ -272,10 +272,10 @@ func (c *copier) record(ix *index.Index, id digest.Digest, res *CopyResult) erro
 }
 
 // removeNew removes the blobs the copy stored that were not among before.
-func (c *copier) removeNew(before []cas.BlobInfo) error {
+func (c *copier) removeNew(before []digest.Digest) error {
 	had := make(map[digest.Digest]bool, len(before))
 	for _, b := range before {
-		had[b.Digest] = true
+		had[b] = true
 	}
 	var errs []error
 	for _, it := range c.items {

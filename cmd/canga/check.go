@@ -9,8 +9,10 @@ import (
 )
 
 type checkCmd struct {
-	File string `arg:"" name:"FILE" help:"qcow2 image."`
-	JSON bool   `name:"json" help:"Print one JSON document (qemu-img check --output=json's keys)."`
+	File       string `arg:"" name:"FILE" help:"qcow2 image."`
+	JSON       bool   `name:"json" help:"Print one JSON document (qemu-img check --output=json's keys)."`
+	NoBacking  bool   `name:"no-backing" help:"Do not open the backing chain: check the image's own metadata even if its backing file is missing or unusable (qemu-img check 'json:{...,\"backing\":null}')."`
+	ForceShare bool   `name:"force-share" short:"U" help:"Accepted for qemu-img check compatibility: canga takes no lock on the image, and the backing chain is still opened."`
 }
 
 // checkReport has qemu-img check --output=json's keys and omits the
@@ -54,6 +56,18 @@ func (c *checkCmd) Run(e *env) error {
 	}
 	if err != nil {
 		return &exitError{code: checkExitFailed, err: fmt.Errorf("%s: check failed: %w", c.File, err)}
+	}
+	// qemu-img check opens the backing chain before it checks an image,
+	// and fails when it cannot: a missing backing file or an unknown
+	// backing format is exit status 1 and no report, -U or not.
+	if !c.NoBacking {
+		if err := qcow2.CheckChain(c.File); err != nil {
+			var le *qcow2.LayerError
+			if errors.As(err, &le) && le.Name == c.File {
+				err = le.Err // named below
+			}
+			return &exitError{code: checkExitFailed, err: fmt.Errorf("%s: could not open backing file: %w", c.File, err)}
+		}
 	}
 
 	// Like qemu-img, findings go to stderr so that stdout holds only the

@@ -396,9 +396,9 @@ func TestHostileImagesViaCLI(t *testing.T) {
 				t.Errorf("convert left %v", names)
 			}
 
-			// check reads the file's own metadata, as qemu-img check does:
-			// cases whose metadata is sound (they break only reading data
-			// or the backing chain) may pass, the rest must not.
+			// check reads the file's own metadata and opens the backing
+			// chain, as qemu-img check does: cases whose metadata is sound
+			// (they break only reading data) may pass, the rest must not.
 			r = cangaMeasured(t, "", dir, limit, "check", c.Path)
 			limits(r)
 			switch r.code {
@@ -418,9 +418,9 @@ func TestHostileImagesViaCLI(t *testing.T) {
 }
 
 // soundMetadata are the hostile cases whose qcow2 metadata is valid: what
-// is wrong is their compressed data or their backing chain, which neither
-// info nor check reads (qemu-img check hangs on a backing loop, so it
-// cannot be asked).
+// is wrong is their compressed data, which neither info nor check reads,
+// or their backing chain, which info does not open (qemu-img check hangs
+// on a backing loop, so it cannot be asked).
 var soundMetadata = map[string]bool{
 	"garbage-compressed-zlib": true, "garbage-compressed-zstd": true,
 	"backing-loop": true, "backing-self": true, "deep-chain": true,
@@ -626,5 +626,161 @@ func TestTruncatedQcow2(t *testing.T) {
 	}
 	if items := listJSON(t, home); len(items) != 0 {
 		t.Errorf("add of a truncated file stored %+v", items)
+	}
+}
+
+// check opens the backing chain as qemu-img check does, in qemu's check
+// mode (a backing file is opened with the checks of qemu-img check's
+// opening, not all those of a plain open), and exits as qemu-img check
+// does: with -U too, which changes nothing here; with --no-backing as
+// qemu-img check of 'json:{..., "backing": null}'.
+func TestCheckOpensBackingChainLikeQemu(t *testing.T) {
+	qcow2At := func(t *testing.T, dir, name string, args ...string) string {
+		p := filepath.Join(dir, name)
+		testkit.Run(t, "qemu-img", append(append([]string{"create", "-q", "-f", "qcow2"}, args...), p, "1M")...)
+		return p
+	}
+	// top makes top.qcow2 over the backing file name in format fmt.
+	top := func(t *testing.T, dir, name, fmt string) string {
+		return qcow2At(t, dir, "top.qcow2", "-u", "-b", name, "-F", fmt)
+	}
+	poke := func(t *testing.T, p string, off int64, b []byte) {
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u32 := func(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+	tests := []struct {
+		name  string
+		exit  int // qemu-img check's, to make sure the case is what it says
+		image func(t *testing.T, dir string) string
+	}{
+		{"clean-chain", 0, func(t *testing.T, dir string) string {
+			b := qcow2At(t, dir, "base.qcow2")
+			testkit.QemuIO(t, "qcow2", b, "write -P 1 0 64k")
+			return top(t, dir, "base.qcow2", "qcow2")
+		}},
+		{"raw-backing", 0, func(t *testing.T, dir string) string {
+			if err := os.WriteFile(filepath.Join(dir, "base.raw"), make([]byte, 1<<20), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return top(t, dir, "base.raw", "raw")
+		}},
+		{"backing-missing", 1, func(t *testing.T, dir string) string {
+			return top(t, dir, "missing.qcow2", "qcow2")
+		}},
+		{"backing-missing-deeper", 1, func(t *testing.T, dir string) string {
+			qcow2At(t, dir, "mid.qcow2", "-u", "-b", "missing.qcow2", "-F", "qcow2")
+			return top(t, dir, "mid.qcow2", "qcow2")
+		}},
+		{"backing-format-foo", 1, func(t *testing.T, dir string) string {
+			qcow2At(t, dir, "base.qcow2")
+			p := top(t, dir, "base.qcow2", "qcow2")
+			// The backing format extension follows the 112-byte header;
+			// "qcow2" becomes "foo".
+			poke(t, p, 112, append(append(u32(0xe2792aca), u32(3)...), 'f', 'o', 'o', 0, 0, 0, 0, 0))
+			return p
+		}},
+		{"backing-a-directory", 1, func(t *testing.T, dir string) string {
+			if err := os.Mkdir(filepath.Join(dir, "d"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			return top(t, dir, "d", "raw")
+		}},
+		{"backing-qcow2-as-raw", 0, func(t *testing.T, dir string) string {
+			qcow2At(t, dir, "base.qcow2")
+			return top(t, dir, "base.qcow2", "raw")
+		}},
+		{"backing-header-broken", 1, func(t *testing.T, dir string) string {
+			poke(t, qcow2At(t, dir, "base.qcow2"), 20, u32(30)) // cluster_bits
+			return top(t, dir, "base.qcow2", "qcow2")
+		}},
+		{"backing-refcount-table-size-0", 0, func(t *testing.T, dir string) string {
+			// Refused by a plain open, accepted by check's.
+			poke(t, qcow2At(t, dir, "base.qcow2"), 56, u32(0))
+			return top(t, dir, "base.qcow2", "qcow2")
+		}},
+		{"backing-snapshot-extra-data-too-large", 0, func(t *testing.T, dir string) string {
+			// Check's opening does not read the snapshot table.
+			b := qcow2At(t, dir, "base.qcow2")
+			testkit.Run(t, "qemu-img", "snapshot", "-c", "s", b)
+			f, err := os.ReadFile(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			poke(t, b, int64(binary.BigEndian.Uint64(f[64:]))+36, u32(1025))
+			return top(t, dir, "base.qcow2", "qcow2")
+		}},
+		{"backing-bitmaps-extension-zero-bitmaps", 1, func(t *testing.T, dir string) string {
+			b := qcow2At(t, dir, "base.qcow2")
+			testkit.Run(t, "qemu-img", "bitmap", "--add", b, "b0")
+			f, err := os.ReadFile(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			i := strings.Index(string(f[:65536]), "\x23\x85\x28\x75\x00\x00\x00\x18")
+			if i < 0 {
+				t.Fatal("no bitmaps extension")
+			}
+			poke(t, b, int64(i)+8, u32(0)) // nb_bitmaps
+			return top(t, dir, "base.qcow2", "qcow2")
+		}},
+		{"corrupt-top-backing-missing", 1, func(t *testing.T, dir string) string {
+			p := corruptImage(t)
+			f, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := filepath.Join(dir, "top.qcow2")
+			if err := os.WriteFile(q, f, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			testkit.Run(t, "qemu-img", "rebase", "-u", "-b", "missing.qcow2", "-F", "qcow2", q)
+			return q
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := tc.image(t, dir)
+			for _, args := range [][]string{nil, {"-U"}, {"--output=json"}} {
+				_, qexit, qerr := testkit.RunCode(t, "qemu-img", append(append([]string{"check"}, args...), p)...)
+				if qexit != tc.exit {
+					t.Fatalf("qemu-img check %v: exit %d, want %d: the case is not what it says\n%s", args, qexit, tc.exit, qerr)
+				}
+				cargs := args
+				if len(args) > 0 && args[0] == "--output=json" {
+					cargs = []string{"--json"}
+				}
+				r := canga(t, "", append(append([]string{"check"}, cargs...), p)...)
+				requireNoPanic(t, r)
+				if r.code != qexit {
+					t.Errorf("canga check %v: exit %d, qemu-img check %d\n%v\nqemu-img: %s", cargs, r.code, qexit, r, qerr)
+				}
+				if qexit == 1 {
+					requireCleanFailure(t, r)
+					if !strings.Contains(r.stderr, "backing file") && !strings.Contains(r.stderr, "check failed") {
+						t.Errorf("canga check should say why\n%v", r)
+					}
+					if r.stdout != "" {
+						t.Errorf("a failed check printed a report\n%v", r)
+					}
+				}
+			}
+			// Without the backing chain: qemu-img check of the image
+			// with "backing": null.
+			spec := `json:{"driver":"qcow2","backing":null,"file":{"driver":"file","filename":"` + p + `"}}`
+			_, qexit, qerr := testkit.RunCode(t, "qemu-img", "check", spec)
+			r := canga(t, "", "check", "--no-backing", p)
+			requireNoPanic(t, r)
+			if r.code != qexit {
+				t.Errorf("canga check --no-backing: exit %d, qemu-img check without backing %d\n%v\nqemu-img: %s", r.code, qexit, r, qerr)
+			}
+		})
 	}
 }

@@ -36,7 +36,7 @@ import (
 
 	"github.com/cangallo/canga/internal/testkit"
 	"github.com/cangallo/canga/internal/testregistry"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // The media types of SPEC §8 and of the OCI specifications.

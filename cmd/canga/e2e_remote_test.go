@@ -1228,6 +1228,11 @@ func TestRemoteFetchFailures(t *testing.T) {
 			if err := os.Rename(tmp, p); err != nil {
 				t.Fatal(err)
 			}
+			if tc.file == "index.yaml.sig" {
+				// With a new index: an unchanged one is a 304, and a
+				// cache that requires no signature does not ask for it.
+				ok(t, remPubHome(t, served), "tag", "moved", "base")
+			}
 			r := remFetchFailsKeeps(t, home, cache)
 			t.Logf("fetch: %s", r.stderr)
 		})
@@ -1376,9 +1381,11 @@ func TestRemoteURLForms(t *testing.T) {
 			if p := remPresent(t, home, remName); !p[pub.ChildID] || !p[pub.BaseID] {
 				t.Errorf("present: %v", p)
 			}
+			// The publisher changes the index and no longer signs it.
 			if err := os.Remove(filepath.Join(served, "index.yaml.sig")); err != nil {
 				t.Fatal(err)
 			}
+			ok(t, remPubHome(t, served), "tag", "unsigned", "base")
 			ok(t, home, "fetch")
 			if st := remCacheState(t, cache); st.sig != nil {
 				t.Errorf("the publisher's signature is gone, the cache keeps one")

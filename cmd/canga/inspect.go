@@ -107,6 +107,10 @@ func (c *infoCmd) Run(e *env) error {
 		info.ActualSize = n
 	}
 	h, err := qcow2.ReadHeader(f, fi.Size())
+	if err == nil {
+		// What qemu-img info refuses to open, info refuses too.
+		err = qcow2.ValidateTables(f, fi.Size(), h)
+	}
 	switch {
 	case errors.Is(err, qcow2.ErrNotQcow2):
 	case err != nil:

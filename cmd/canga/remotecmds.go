@@ -57,8 +57,15 @@ func (e *env) fetch(r *repo.Repo) error {
 	switch {
 	case f.Signed:
 		signed = fmt.Sprintf("signed by %s (%s)", f.Principal, f.Fingerprint)
+	case f.HasSignature && f.Fingerprint == "":
+		signed = "signature not checked: no allowed_signers configured"
 	case f.HasSignature:
 		signed = fmt.Sprintf("signature by %s not checked: no allowed_signers configured", f.Fingerprint)
+	}
+	if f.NotModified {
+		// The server said so (304): the cached index was not read again.
+		fmt.Fprintf(e.stdout, "%s: index not modified since the last fetch, %s\n", r.Name(), signed)
+		return nil
 	}
 	fmt.Fprintf(e.stdout, "%s: %d images, %d tags, %s\n", r.Name(), len(f.Index.Images), len(f.Index.Tags), signed)
 	return nil

@@ -1,14 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/internal/atomicfile"
@@ -162,10 +164,12 @@ type listItem struct {
 	Present     bool          `json:"present"`
 }
 
-func newListItem(r *repo.Repo, ix *index.Index, id digest.Digest) listItem {
+// newListItem describes image id of r, whose index is ix, whose tags are
+// tags, and whose blob is present or not.
+func newListItem(r *repo.Repo, ix *index.Index, id digest.Digest, tags []string, present bool) listItem {
 	en := ix.Images[id]
-	it := listItem{Repo: r.Name(), ID: id, Tags: ix.TagsOf(id), Parent: en.Parent, Blob: en.Blob,
-		BlobSize: en.BlobSize, VirtualSize: en.VirtualSize, Description: en.Description, OS: en.OS, Present: r.Present(en)}
+	it := listItem{Repo: r.Name(), ID: id, Tags: tags, Parent: en.Parent, Blob: en.Blob,
+		BlobSize: en.BlobSize, VirtualSize: en.VirtualSize, Description: en.Description, OS: en.OS, Present: present}
 	if it.Tags == nil {
 		it.Tags = []string{}
 	}
@@ -194,7 +198,14 @@ func (c *listCmd) Run(e *env) error {
 		}
 		names = []string{c.Repo}
 	}
-	items := []listItem{}
+	type listed struct {
+		r       *repo.Repo
+		ix      *index.Index
+		ids     []digest.Digest
+		tags    map[digest.Digest][]string
+		present []bool
+	}
+	var repos []listed
 	var broken []error
 	for _, name := range names {
 		r, err := h.Repo(name)
@@ -202,18 +213,54 @@ func (c *listCmd) Run(e *env) error {
 		if err == nil {
 			ix, err = r.Index()
 		}
+		var present func(*index.Entry) bool
+		if err == nil {
+			present, err = r.PresentAll(e.ctx)
+		}
 		if err != nil {
 			// One unusable repository (a tampered cache, a bad
 			// allowed_signers) must not hide the others.
 			broken = append(broken, err)
 			continue
 		}
-		for _, id := range ix.IDs() {
-			items = append(items, newListItem(r, ix, id))
+		// One pass over the tags and one read of the blob directory, not
+		// one of each per image.
+		l := listed{r: r, ix: ix, ids: ix.IDs(), tags: ix.TagsByImage()}
+		l.present = make([]bool, len(l.ids))
+		for i, id := range l.ids {
+			l.present[i] = present(ix.Images[id])
+		}
+		repos = append(repos, l)
+	}
+	// Items are made and printed one at a time (twice for the table,
+	// whose columns are as wide as their widest cell): a repository can
+	// hold 100,000 images, which need not be in memory twice.
+	each := func(fn func(it *listItem) error) error {
+		for _, l := range repos {
+			for i, id := range l.ids {
+				it := newListItem(l.r, l.ix, id, l.tags[id], l.present[i])
+				if err := fn(&it); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	var err2 error
+	if c.JSON {
+		l := newJSONList(e.stdout)
+		if err2 = each(l.item); err2 == nil {
+			err2 = l.close()
+		}
+	} else {
+		t := newTable(e.stdout, time.Now())
+		each(t.measure)
+		if err2 = each(t.print); err2 == nil {
+			err2 = t.close()
 		}
 	}
-	if err := c.print(e, items); err != nil {
-		return err
+	if err2 != nil {
+		return err2
 	}
 	if len(broken) > 0 {
 		return &exitError{code: 1, err: errors.Join(broken...)}
@@ -221,33 +268,83 @@ func (c *listCmd) Run(e *env) error {
 	return nil
 }
 
-func (c *listCmd) print(e *env, items []listItem) error {
-	if c.JSON {
-		return writeJSON(e, listDoc{Version: jsonVersion, Images: items})
+// table prints the seed's table in two passes over the items: measure
+// finds the width of each column, as text/tabwriter would (the widest
+// cell, in runes, and two spaces), and print writes the rows; so the rows
+// of 100,000 images are never held in memory.
+type table struct {
+	w     *bufio.Writer
+	now   time.Time
+	width [4]int
+	rows  bool // the header is printed
+}
+
+var tableHeader = [5]string{"  NAME", "SIZE", "BLOB", "CREATED", "DESCRIPTION"}
+
+func newTable(w io.Writer, now time.Time) *table {
+	t := &table{w: bufio.NewWriterSize(w, 64<<10), now: now}
+	t.fit(tableHeader)
+	return t
+}
+
+// lines calls fn with the cells of each line of an item: one per tag.
+func (t *table) lines(it *listItem, fn func(cells [5]string)) {
+	flags := []byte("  ")
+	if it.Parent != "" {
+		flags[0] = '^'
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tSIZE\tBLOB\tCREATED\tDESCRIPTION")
-	for _, it := range items {
-		flags := []byte("  ")
-		if it.Parent != "" {
-			flags[0] = '^'
-		}
-		if !it.Present {
-			flags[1] = '*'
-		}
-		names := it.Tags
-		if len(names) == 0 {
-			names = []string{index.ShortID(it.ID)}
-		}
-		age := "-"
-		if it.Created != nil {
-			age = humanAge(time.Since(*it.Created))
-		}
-		for _, n := range names {
-			fmt.Fprintf(tw, "%s%s:%s\t%s\t%s\t%s\t%s\n", flags, it.Repo, n, humanSize(it.VirtualSize), humanSize(it.BlobSize), age, it.Description)
+	if !it.Present {
+		flags[1] = '*'
+	}
+	names := it.Tags
+	if len(names) == 0 {
+		names = []string{index.ShortID(it.ID)}
+	}
+	age := "-"
+	if it.Created != nil {
+		age = humanAge(t.now.Sub(*it.Created))
+	}
+	for _, n := range names {
+		fn([5]string{string(flags) + it.Repo + ":" + n, humanSize(it.VirtualSize), humanSize(it.BlobSize), age, it.Description})
+	}
+}
+
+func (t *table) fit(cells [5]string) {
+	for i := range t.width {
+		t.width[i] = max(t.width[i], utf8.RuneCountInString(cells[i])+2)
+	}
+}
+
+func (t *table) measure(it *listItem) error {
+	t.lines(it, t.fit)
+	return nil
+}
+
+func (t *table) write(cells [5]string) {
+	for i, w := range t.width {
+		t.w.WriteString(cells[i])
+		for n := utf8.RuneCountInString(cells[i]); n < w; n++ {
+			t.w.WriteByte(' ')
 		}
 	}
-	return tw.Flush()
+	t.w.WriteString(cells[4])
+	t.w.WriteByte('\n')
+}
+
+func (t *table) print(it *listItem) error {
+	if !t.rows {
+		t.write(tableHeader)
+		t.rows = true
+	}
+	t.lines(it, t.write)
+	return nil
+}
+
+func (t *table) close() error {
+	if !t.rows {
+		t.write(tableHeader)
+	}
+	return t.w.Flush()
 }
 
 func humanAge(d time.Duration) string {
@@ -304,7 +401,7 @@ func (c *showCmd) Run(e *env) error {
 		Cangafile   any             `json:"cangafile,omitempty"`
 	}{
 		Version:     jsonVersion,
-		listItem:    newListItem(r, ix, id),
+		listItem:    newListItem(r, ix, id, ix.TagsOf(id), r.Present(en)),
 		ClusterSize: en.ClusterSize, Compression: string(en.Compression), Chain: chain, Children: ix.Children(id),
 	}
 	if item.Children == nil {
@@ -481,8 +578,9 @@ func (c *overlayCmd) Run(e *env) error {
 }
 
 type fsckCmd struct {
-	Repo string `arg:"" optional:"" name:"REPO" help:"Repository (default: the default one)."`
-	JSON bool   `name:"json" help:"Print one JSON document."`
+	Repo  string `arg:"" optional:"" name:"REPO" help:"Repository (default: the default one)."`
+	JSON  bool   `name:"json" help:"Print one JSON document."`
+	Quick bool   `help:"Skip what reads the content of blobs: blob digests, image IDs and qcow2 metadata (refcounts, L1/L2 tables). The index, the blob directory and each blob's header (backing file, virtual size) are still checked."`
 	repoOption
 }
 
@@ -491,7 +589,7 @@ func (c *fsckCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	rep, err := r.Fsck(e.ctx, nil)
+	rep, err := r.FsckWith(e.ctx, repo.FsckOptions{Quick: c.Quick})
 	if err != nil {
 		return err
 	}
@@ -507,7 +605,11 @@ func (c *fsckCmd) Run(e *env) error {
 				fmt.Fprintf(e.stdout, "FAULT %s\n", f.Problem)
 			}
 		}
-		fmt.Fprintf(e.stdout, "%d images, %d blobs, %d image IDs verified", rep.Images, rep.Blobs, rep.CheckedIDs)
+		if rep.Quick {
+			fmt.Fprintf(e.stdout, "%d images, %d blobs (quick: blob digests, image IDs and qcow2 metadata not checked)", rep.Images, rep.Blobs)
+		} else {
+			fmt.Fprintf(e.stdout, "%d images, %d blobs, %d image IDs verified", rep.Images, rep.Blobs, rep.CheckedIDs)
+		}
 		if rep.NotPulled > 0 {
 			fmt.Fprintf(e.stdout, ", %d not downloaded", rep.NotPulled)
 		}

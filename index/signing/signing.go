@@ -109,7 +109,12 @@ func (s rsaSHA512Signer) Sign(rand io.Reader, data []byte) (*ssh.Signature, erro
 // nothing about who the key belongs to: anyone can make such a signature.
 // Use [Verify] to decide whether to trust it.
 func CheckSignature(message, armoredSig []byte) (fingerprint string, err error) {
-	_, fp, err := check(Namespace, message, armoredSig)
+	return CheckSignatureReader(bytes.NewReader(message), armoredSig)
+}
+
+// CheckSignatureReader is [CheckSignature] of a message read from r.
+func CheckSignatureReader(r io.Reader, armoredSig []byte) (fingerprint string, err error) {
+	_, fp, err := checkReader(Namespace, r, armoredSig)
 	if err != nil {
 		return "", err
 	}
@@ -143,7 +148,17 @@ func Verify(message, armoredSig []byte, signers *AllowedSigners, now time.Time) 
 
 // VerifyIn is [Verify] for namespace ns: "ssh-keygen -Y verify -n NS".
 func VerifyIn(ns string, message, armoredSig []byte, signers *AllowedSigners, now time.Time) (principal, fingerprint string, err error) {
-	sig, fp, err := check(ns, message, armoredSig)
+	return verifyIn(ns, bytes.NewReader(message), armoredSig, signers, now)
+}
+
+// VerifyReader is [Verify] of a message read from r, which is hashed as it
+// is read: an index of 100,000 images need not be in memory to be checked.
+func VerifyReader(r io.Reader, armoredSig []byte, signers *AllowedSigners, now time.Time) (principal, fingerprint string, err error) {
+	return verifyIn(Namespace, r, armoredSig, signers, now)
+}
+
+func verifyIn(ns string, message io.Reader, armoredSig []byte, signers *AllowedSigners, now time.Time) (principal, fingerprint string, err error) {
+	sig, fp, err := checkReader(ns, message, armoredSig)
 	if err != nil {
 		return "", "", err
 	}
@@ -175,6 +190,10 @@ func VerifyPrincipal(message, armoredSig []byte, signers *AllowedSigners, princi
 // check parses the signature and verifies it, for namespace ns, with the
 // key it carries.
 func check(ns string, message, armoredSig []byte) (*sshsig.Signature, string, error) {
+	return checkReader(ns, bytes.NewReader(message), armoredSig)
+}
+
+func checkReader(ns string, message io.Reader, armoredSig []byte) (*sshsig.Signature, string, error) {
 	if len(armoredSig) > MaxSignatureSize {
 		return nil, "", fmt.Errorf("%w: %d bytes, more than %d", ErrBadSignature, len(armoredSig), MaxSignatureSize)
 	}
@@ -198,7 +217,7 @@ func check(ns string, message, armoredSig []byte) (*sshsig.Signature, string, er
 	if plainType(sig.PublicKey) == ssh.KeyAlgoRSA && sig.Signature.Format != ssh.KeyAlgoRSASHA256 && sig.Signature.Format != ssh.KeyAlgoRSASHA512 {
 		return nil, "", fmt.Errorf("%w: RSA signature algorithm %q (want rsa-sha2-256 or rsa-sha2-512)", ErrBadSignature, clip(sig.Signature.Format))
 	}
-	if err := sshsig.Verify(bytes.NewReader(message), sig, sig.PublicKey, sig.HashAlgorithm, ns); err != nil {
+	if err := sshsig.Verify(message, sig, sig.PublicKey, sig.HashAlgorithm, ns); err != nil {
 		return nil, "", fmt.Errorf("%w: does not match the message (%s key %s)", ErrBadSignature, keyName(sig.PublicKey), fp)
 	}
 	return sig, fp, nil

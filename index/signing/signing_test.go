@@ -221,6 +221,10 @@ func TestVerifyRejects(t *testing.T) {
 			if !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
 				t.Fatalf("Verify: %v, want %v", err, c.want)
 			}
+			_, _, rerr := VerifyReader(bytes.NewReader(c.msg), c.sig, signers, time.Now())
+			if !errors.Is(rerr, c.want) || (c.want == nil) != (rerr == nil) {
+				t.Fatalf("VerifyReader: %v, want %v", rerr, c.want)
+			}
 			_, perr := VerifyPrincipal(c.msg, c.sig, signers, "alice@example.com", time.Now())
 			if !errors.Is(perr, c.want) || (c.want == nil) != (perr == nil) {
 				t.Fatalf("VerifyPrincipal: %v, want %v", perr, c.want)

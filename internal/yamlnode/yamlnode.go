@@ -13,7 +13,7 @@ import (
 	"io"
 	"unicode/utf8"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Limits on what a document may make us build. yaml.v3 does not expand
@@ -148,10 +148,20 @@ func clean(n *yaml.Node, b *Budget, depth int) (*yaml.Node, error) {
 			if k.Kind != yaml.ScalarNode {
 				return nil, fmt.Errorf("line %d: mapping keys must be scalars", n.Content[i].Line)
 			}
+			if k.Tag == TagNull && k.Value == "" {
+				// An empty null key ("? " alone) would be written ''
+				// and read back as an empty string.
+				k.Value = "null"
+			}
 			if seen[k.Value] {
 				return nil, fmt.Errorf("line %d: duplicate key %s", n.Content[i].Line, Quote(k.Value))
 			}
 			seen[k.Value] = true
+			if IsNull(k) && k.Value == "" {
+				// yaml.v3 writes an empty null key as '', a string: spell
+				// it, so that it reads back as the null it is.
+				k.Value = "~"
+			}
 			v, err := clean(n.Content[i+1], b, depth+1)
 			if err != nil {
 				return nil, err

@@ -7,17 +7,13 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
-// Marshal returns the index as version 1 index.yaml bytes. The output is
-// canonical: images and tags sorted, keys in the order of SPEC §2, unknown
-// keys sorted after them, 2-space indent; so equal indexes give equal
-// bytes, which matters because these bytes are what gets signed.
-//
-// The index is validated first. Entries without a blob digest (read from
-// a Cangallo index) cannot be written.
-func (x *Index) Marshal() (out []byte, err error) {
+// marshalNodes is how Marshal wrote index.yaml before it wrote the lines
+// itself: through a yaml.v3 node tree. It is the reference that the
+// canonical encoder must match byte for byte (FuzzCanonical).
+func (x *Index) marshalNodes() (out []byte, err error) {
 	if err := x.Validate(); err != nil {
 		return nil, err
 	}
