@@ -293,8 +293,8 @@ func (r *Repo) FsckWith(ctx context.Context, opt FsckOptions) (*FsckReport, erro
 				n := jobs[j]
 				res := &results[n]
 				var problems []string
-			problems, res.ok, res.mode = r.checkImage(gctx, ix, ids[n], ix.Images[ids[n]], opt.Quick)
-			res.problems = append(res.problems, problems...)
+				problems, res.ok, res.mode = r.checkImage(gctx, ix, ids[n], ix.Images[ids[n]], opt.Quick)
+				res.problems = append(res.problems, problems...)
 			}
 		})
 	}
