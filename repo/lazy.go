@@ -165,6 +165,11 @@ func (r *Repo) OpenLazy(ctx context.Context, ix *index.Index, id digest.Digest) 
 				return fail(err)
 			}
 			li.blobs = append(li.blobs, b)
+			// What a pull would refuse is not read lazily either: a
+			// header that names a host file, an external data file.
+			if err := b.x.check(b, e.BlobSize); err != nil {
+				return fail(fmt.Errorf("%s: %w", index.ShortID(cid), err))
+			}
 			img, err := qcow2.Open(b, e.BlobSize, opts...)
 			if err != nil {
 				return fail(fmt.Errorf("%s: %w", index.ShortID(cid), err))
@@ -195,6 +200,7 @@ type lazyBlob struct {
 	f      *os.File     // the blob, once complete
 	broken error        // the blob could not be completed: every read fails
 	calls  map[int64]*chunkCall
+	held   atomic.Int64 // chunks in the partial: all of them make the blob
 }
 
 type chunkCall struct {
@@ -222,7 +228,21 @@ func (r *Repo) lazyBlob(ctx context.Context, src httpSource, ix *index.Index, id
 	if err != nil {
 		return nil, err
 	}
-	return &lazyBlob{ctx: ctx, r: r, src: src, id: id, e: e, x: x, cs: e.ChunkSize, stats: stats, p: p, calls: map[int64]*chunkCall{}}, nil
+	b := &lazyBlob{ctx: ctx, r: r, src: src, id: id, e: e, x: x, cs: e.ChunkSize, stats: stats, p: p, calls: map[int64]*chunkCall{}}
+	for i := range b.count() {
+		if p.Has(i) {
+			b.held.Add(1)
+		}
+	}
+	if b.held.Load() == b.count() {
+		// Every chunk was kept by an earlier run that stopped before
+		// the blob was checked.
+		if err := b.complete(ctx); err != nil {
+			_ = b.close()
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // chunkList returns the chunk list of entry e: from the store, or fetched
@@ -232,11 +252,10 @@ func (r *Repo) chunkList(ctx context.Context, src httpSource, e *index.Entry) ([
 	if err := cas.CheckChunkSize(e.ChunkSize); err != nil {
 		return nil, err
 	}
-	size := cas.ChunkCount(e.BlobSize, e.ChunkSize) * cas.ChunkSumSize
-	if f, err := r.store.Open(e.Chunks); err == nil {
-		defer f.Close()
-		return io.ReadAll(io.LimitReader(f, size+1))
+	if list, ok, err := r.storedChunkList(e); err != nil || ok {
+		return list, err
 	}
+	size := cas.ChunkCount(e.BlobSize, e.ChunkSize) * cas.ChunkSumSize
 	b := make([]byte, size)
 	if err := src.c.ReadRange(ctx, src.url, remote.BlobPath(e.Chunks.Encoded()), 0, b, size); err != nil {
 		return nil, err
@@ -289,8 +308,10 @@ func (b *lazyBlob) ReadAt(p []byte, off int64) (int, error) {
 		err = b.broken
 	case b.f != nil:
 		_, err = b.f.ReadAt(p[:n], off)
-	default:
+	case b.p != nil:
 		_, err = b.p.ReadAt(p[:n], off)
+	default:
+		err = os.ErrClosed
 	}
 	if err != nil {
 		return 0, err
@@ -338,19 +359,19 @@ func (b *lazyBlob) fetch(ctx context.Context, i int64) error {
 	b.stats.bytes.Add(length)
 	b.stats.chunks.Add(1)
 	b.mu.RLock()
-	p := b.p
-	b.mu.RUnlock()
-	if p == nil {
-		return nil
+	var err error
+	if b.p != nil { // else completed meanwhile
+		err = b.p.WriteChunk(i, buf)
 	}
-	if err := p.WriteChunk(i, buf); err != nil {
+	b.mu.RUnlock()
+	if err != nil {
 		b.stats.failures.Add(1)
 		if errors.Is(err, cas.ErrChunkMismatch) {
 			return fmt.Errorf("%w: %s chunk %d from %s: %w", ErrChunk, index.ShortID(b.id), i, b.src, err)
 		}
 		return err
 	}
-	if p.Offset() == b.e.BlobSize {
+	if b.held.Add(1) == b.count() {
 		return b.complete(ctx)
 	}
 	return nil
