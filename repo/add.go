@@ -25,6 +25,9 @@ type AddOptions struct {
 	Parent      digest.Digest
 	Compression qcow2.Compression // default zlib
 	Cangafile   *yaml.Node
+	// ChunkSize is the chunk size of the blob's chunk list
+	// (DefaultChunkSize when 0).
+	ChunkSize int64
 	// Progress receives guest bytes processed out of total.
 	Progress func(done, total int64)
 	// Notice receives what the user should know (the parent found in the
@@ -61,6 +64,13 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 	}
 	if !comp.Valid() {
 		return nil, fmt.Errorf("unknown compression %q (zlib, zstd or none)", comp)
+	}
+	chunkSize := opt.ChunkSize
+	if chunkSize == 0 {
+		chunkSize = DefaultChunkSize
+	}
+	if !index.ValidChunkSize(chunkSize) {
+		return nil, fmt.Errorf("chunk size %d: want a power of two from %d to %d", chunkSize, index.MinChunkSize, index.MaxChunkSize)
 	}
 	src, err := qcow2.OpenFile(file)
 	if err != nil {
@@ -124,7 +134,7 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 				return fmt.Errorf("parent %s was deleted while adding: %w", index.ShortID(parent), err)
 			}
 		}
-		blob, err := r.store.CommitFile(ctx, tmp, "", nil, cas.WithChunks(DefaultChunkSize))
+		blob, err := r.store.CommitFile(ctx, tmp, "", nil, cas.WithChunks(chunkSize))
 		if err != nil {
 			return err
 		}
@@ -140,7 +150,7 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 			OS:          opt.OS,
 			Cangafile:   opt.Cangafile,
 		}
-		if err := r.setChunks(ctx, e, blob, DefaultChunkSize, ""); err != nil {
+		if err := r.setChunks(ctx, e, blob, chunkSize, ""); err != nil {
 			return err
 		}
 		if err := ix.Put(id, e); err != nil {

@@ -74,6 +74,9 @@ type addCmd struct {
 	OS          string `name:"os" help:"Operating system."`
 	Parent      string `short:"p" placeholder:"IMAGE" help:"Store the image as a delta against this image of the repository."`
 	Compression string `enum:"zlib,zstd,none" default:"zlib" help:"Compression of the stored blob: zlib, zstd or none."`
+	// ChunkSize is for bench/lazy.sh, which measures the chunk sizes
+	// against each other; the default was chosen by it.
+	ChunkSize int64 `name:"chunk-size" hidden:"" help:"Chunk size of the blob's chunk list (a power of two, 64 KiB to 64 MiB)."`
 	repoOption
 }
 
@@ -94,6 +97,7 @@ func (c *addCmd) Run(e *env) error {
 	opt := repo.AddOptions{
 		Tag: c.Tag, Description: c.Description, OS: c.OS,
 		Compression: qcow2.Compression(c.Compression),
+		ChunkSize:   c.ChunkSize,
 		Notice:      func(s string) { e.notice("%s", s) },
 	}
 	if c.Parent != "" {
