@@ -136,6 +136,58 @@ pull=$(elapsed "$t0" "$t1")
 r_ttfb=$(ratio "$ttfb" "$pull")
 echo "  first byte $ttfb s, pull $pull s" >&2
 
+# The same over a slower link: nginx serving the publisher's repository
+# with limit_rate 12.5 MB/s (100 Mbit/s) per connection.
+slow=""
+if [ -x /usr/sbin/nginx ]; then
+	echo "== the same from nginx at 100 Mbit/s per connection" >&2
+	mkdir -p "$work/nginx"
+	nport=$((20000 + RANDOM % 20000))
+	cat >"$work/nginx/nginx.conf" <<NGINX
+daemon off;
+master_process off;
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 64; }
+http {
+	access_log off;
+	client_body_temp_path $work/nginx/body;
+	proxy_temp_path $work/nginx/proxy;
+	fastcgi_temp_path $work/nginx/fastcgi;
+	uwsgi_temp_path $work/nginx/uwsgi;
+	scgi_temp_path $work/nginx/scgi;
+	default_type application/octet-stream;
+	server {
+		listen 127.0.0.1:$nport;
+		root $work/pub-1048576/default;
+		limit_rate 12500k;
+	}
+}
+NGINX
+	/usr/sbin/nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" &
+	pids+=($!)
+	for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$nport/index.yaml" && break; sleep 0.1; done
+	port=$nport
+	home=$(consumer ttfb-slow)
+	t0=$(now)
+	nbd "$home"
+	wait_nbd "$home"
+	t1=$(now)
+	stop_nbd
+	sttfb=$(elapsed "$t0" "$t1")
+	home=$(consumer pull-slow)
+	t0=$(now)
+	CANGA_HOME=$home "$canga" -q pull pub:child
+	t1=$(now)
+	spull=$(elapsed "$t0" "$t1")
+	r_sttfb=$(ratio "$sttfb" "$spull")
+	echo "  first byte $sttfb s, pull $spull s" >&2
+	slow="| the same from nginx with \`limit_rate\` 100 Mbit/s per connection | $sttfb s | $spull s | $r_sttfb | <= 0.1 | $(verdict "$r_sttfb" 0.1) |"
+	port=$best
+	home=$work/pull
+fi
+
 echo "== qemu-img convert of the export (all fetched) vs canga export -O raw" >&2
 nbd "$home"
 wait_nbd "$home"
@@ -170,4 +222,5 @@ echo "| measurement (chunk size 1 MiB) | lazy | baseline | ratio | target | |"
 echo "|---|---|---|---|---|---|"
 echo "| bytes fetched by the workload vs the chain's blob bytes | | | $(ratio "$best_share" 100) | <= 0.1 | $(verdict "$(ratio "$best_share" 100)" 0.1) |"
 echo "| first byte of the export (cold) vs \`pull\` of the chain | $ttfb s | $pull s | $r_ttfb | <= 0.1 | $(verdict "$r_ttfb" 0.1) |"
+[ -z "$slow" ] || echo "$slow"
 echo "| \`qemu-img convert\` of the export (fetched) vs \`canga export -O raw\`: throughput | $t_nbd s | $t_export s | $r_conv | >= 0.8 | $(atleast "$r_conv" 0.8) |"

@@ -74,9 +74,9 @@ type addCmd struct {
 	OS          string `name:"os" help:"Operating system."`
 	Parent      string `short:"p" placeholder:"IMAGE" help:"Store the image as a delta against this image of the repository."`
 	Compression string `enum:"zlib,zstd,none" default:"zlib" help:"Compression of the stored blob: zlib, zstd or none."`
-	// ChunkSize is for bench/lazy.sh, which measures the chunk sizes
-	// against each other; the default was chosen by it.
-	ChunkSize int64 `name:"chunk-size" hidden:"" help:"Chunk size of the blob's chunk list (a power of two, 64 KiB to 64 MiB)."`
+	// bench/lazy.sh measures the chunk sizes against each other with it;
+	// the default was chosen so.
+	ChunkSize int64 `name:"chunk-size" placeholder:"BYTES" help:"Chunk size of the blob's chunk list, which canga nbd checks each fetched chunk against: a power of two from 65536 to 67108864 (default 1048576)."`
 	repoOption
 }
 
@@ -400,6 +400,8 @@ func (c *showCmd) Run(e *env) error {
 		listItem
 		ClusterSize int64           `json:"cluster-size,omitempty"`
 		Compression string          `json:"compression,omitempty"`
+		Chunks      digest.Digest   `json:"chunks,omitempty"`
+		ChunkSize   int64           `json:"chunk-size,omitempty"`
 		Chain       []digest.Digest `json:"chain"`
 		Children    []digest.Digest `json:"children"`
 		Cangafile   any             `json:"cangafile,omitempty"`
@@ -407,6 +409,7 @@ func (c *showCmd) Run(e *env) error {
 		Version:     jsonVersion,
 		listItem:    newListItem(r, ix, id, ix.TagsOf(id), r.Present(en)),
 		ClusterSize: en.ClusterSize, Compression: string(en.Compression), Chain: chain, Children: ix.Children(id),
+		Chunks: en.Chunks, ChunkSize: en.ChunkSize,
 	}
 	if item.Children == nil {
 		item.Children = []digest.Digest{}
@@ -437,6 +440,9 @@ func (c *showCmd) Run(e *env) error {
 	}
 	if en.Compression != "" {
 		fmt.Fprintf(w, "compression:  %s\n", en.Compression)
+	}
+	if en.Chunks != "" {
+		fmt.Fprintf(w, "chunk list:   %s (%s chunks: canga nbd can serve it before it is pulled)\n", en.Chunks, humanSize(en.ChunkSize))
 	}
 	if !en.Created.IsZero() {
 		fmt.Fprintf(w, "created:      %s (%s)\n", en.Created.Format(time.RFC3339), humanAge(time.Since(en.Created)))
