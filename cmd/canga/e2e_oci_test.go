@@ -637,6 +637,8 @@ type ociIndexEntry struct {
 	Created     string `yaml:"created"`
 	Description string `yaml:"description"`
 	OS          string `yaml:"os"`
+	Chunks      string `yaml:"chunks"`
+	ChunkSize   int64  `yaml:"chunk-size"`
 }
 
 func ociReadIndex(t testing.TB, repo string) map[string]ociIndexEntry {
@@ -784,6 +786,18 @@ func TestOCIRoundTrip(t *testing.T) {
 				t.Errorf("the exported pulled child has image ID %s, want %s", got, pub.ChildID)
 			}
 			ok(t, home, "fsck")
+			// A registry has no chunk lists: the pull computes them,
+			// the same lists as the publisher's of the same bytes.
+			pubIx := string(testkit.ReadFile(t, filepath.Join(pub.Repo, "index.yaml")))
+			got := ociReadIndex(t, repoDir(home))
+			for _, id := range []string{pub.BaseID, pub.ChildID} {
+				e := got[id]
+				if want := remEntryField(pubIx, id, "chunks"); e.Chunks == "" || e.Chunks != want || e.ChunkSize != 1<<20 {
+					t.Errorf("pulled %s: chunks %q (%d), the publisher's %q", id, e.Chunks, e.ChunkSize, want)
+				} else if sum := testkit.FileDigest(t, blobPath(home, e.Chunks)).String(); sum != e.Chunks {
+					t.Errorf("chunk list %s hashes to %s", e.Chunks, sum)
+				}
+			}
 
 			// Pulling again changes nothing.
 			before := snapshot(t, home)
@@ -813,7 +827,10 @@ func TestOCIRoundTrip(t *testing.T) {
 					t.Errorf("after the pull by digest into other, %s: present %t, tags %v, want no tag", id, present, tags)
 				}
 			}
-			if names := remRequireGoodBlobs(t, ociOtherDir(home)); !remSameSet(names, []string{ociHex(pub.BaseBlob), ociHex(pub.ChildBlob)}) {
+			// The blobs and their chunk lists (SPEC §9).
+			pubIx2 := string(testkit.ReadFile(t, filepath.Join(pub.Repo, "index.yaml")))
+			if names := remRequireGoodBlobs(t, ociOtherDir(home)); !remSameSet(names, []string{ociHex(pub.BaseBlob), ociHex(pub.ChildBlob),
+				ociHex(remEntryField(pubIx2, pub.BaseID, "chunks")), ociHex(remEntryField(pubIx2, pub.ChildID, "chunks"))}) {
 				t.Errorf("the blobs of other: %v", names)
 			}
 			ok(t, home, "fsck")
