@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/index"
@@ -16,6 +17,10 @@ import (
 	"github.com/cangallo/canga/remote"
 	"github.com/opencontainers/go-digest"
 )
+
+// partialWait bounds the wait for a partial download another process
+// holds.
+const partialWait = 5 * time.Second
 
 // DefaultChunkSize is the chunk size of the chunk lists canga writes (SPEC
 // §9), chosen by measurement: see bench/RESULTS.md.
@@ -221,9 +226,17 @@ func (r *Repo) lazyBlob(ctx context.Context, src httpSource, ix *index.Index, id
 	if e.Parent != "" {
 		x.backing = ix.Images[e.Parent].Blob.Encoded()
 	}
-	p, err := r.store.OpenPartial(ctx, e.Blob, e.BlobSize, cas.WithChunkList(e.ChunkSize, list))
+	// The partial is held for as long as the image is served: another
+	// canga holding it (a pull, a canga nbd of an image on the same
+	// base) is reported rather than waited for without end.
+	octx, cancel := context.WithTimeout(ctx, partialWait)
+	p, err := r.store.OpenPartial(octx, e.Blob, e.BlobSize, cas.WithChunkList(e.ChunkSize, list))
+	cancel()
 	if errors.Is(err, cas.ErrExists) {
 		return nil, fmt.Errorf("%s: pulled meanwhile: open it again", index.ShortID(id))
+	}
+	if errors.Is(err, cas.ErrBusy) && ctx.Err() == nil {
+		return nil, fmt.Errorf("%s: its blob is being fetched by another canga (a pull, or canga nbd of an image of the same chain): %w", index.ShortID(id), err)
 	}
 	if err != nil {
 		return nil, err

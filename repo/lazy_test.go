@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/internal/testkit"
 	"github.com/cangallo/canga/remote"
@@ -298,5 +299,20 @@ func TestLazyNoChunks(t *testing.T) {
 	cache := cacheRepo(t, ourServer(t, src.dir), src.dir)
 	if _, err := cache.OpenLazy(context.Background(), six, chain[2].id); !errors.Is(err, ErrNoChunks) {
 		t.Fatalf("OpenLazy without chunk lists: %v", err)
+	}
+}
+
+// TestLazyBusy: a blob whose partial another reader holds is reported,
+// not waited for without end.
+func TestLazyBusy(t *testing.T) {
+	ctx := context.Background()
+	_, ix, chain, _, cache := lazyChain(t)
+	li, err := cache.OpenLazy(ctx, ix, chain[2].id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer li.Close()
+	if _, err := cache.OpenLazy(ctx, ix, chain[1].id); !errors.Is(err, cas.ErrBusy) {
+		t.Fatalf("second reader of the same chain: %v", err)
 	}
 }
