@@ -187,4 +187,6 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 	fi
 } >"$results"
 "$here/scale.sh" "$canga" >>"$results"
+echo "== lazy access (canga nbd, guestfish)" >&2
+BENCH_DIR=$work "$here/lazy.sh" "$canga" ext4.raw >>"$results"
 echo "bench: wrote $results" >&2

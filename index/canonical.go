@@ -320,6 +320,10 @@ func entryRank(key []byte) (int, bool) {
 		return 8, true
 	case "cangafile":
 		return 9, true
+	case "chunks":
+		return 10, true
+	case "chunk-size":
+		return 11, true
 	}
 	return len(entryKeys), false
 }
@@ -374,7 +378,7 @@ func (d *decoder) entry(id digest.Digest) (*Entry, bool) {
 			return nil, false
 		}
 	}
-	if have.missing() != "" {
+	if have.missing() != "" || chunksProblem(e.Chunks, e.ChunkSize) != "" {
 		return nil, false
 	}
 	return e, true
@@ -433,6 +437,17 @@ func (d *decoder) value(e *Entry, have *haveFields, key string, val []byte) bool
 			return false
 		}
 		e.Created = t.UTC()
+	case "chunks":
+		if !isDigestBytes(val) {
+			return false
+		}
+		e.Chunks = digest.Digest(d.keep.str(val))
+	case "chunk-size":
+		n, ok := decimalBytes(val)
+		if !ok || !ValidChunkSize(n) {
+			return false
+		}
+		e.ChunkSize = n
 	case "description":
 		b, ok := scalarText(val)
 		if !ok {

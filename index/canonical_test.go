@@ -116,10 +116,12 @@ func richIndex(t testing.TB) *Index {
 	created := time.Date(2026, 11, 25, 17, 0, 0, 0, time.UTC)
 	put(t, x, idBase, &Entry{Blob: blobBase, BlobSize: 302292992, VirtualSize: 2361393152, ClusterSize: 65536,
 		Compression: qcow2.CompressionZstd, Created: created, Description: "Ubuntu 16.04 base", OS: "16.04",
+		Chunks: blobAlp, ChunkSize: 1 << 20,
 		Extra: []Field{{"labels", node("{b: 2, a: [1, 2]}")}, {"zeta", node("'x: y'")}}})
 	put(t, x, idOne, &Entry{Blob: blobOne, BlobSize: 14819328, Parent: idBase, VirtualSize: 2361393152,
 		ClusterSize: 512, Compression: qcow2.CompressionZlib, Created: created.Add(1500 * time.Millisecond),
 		Description: "OpenNebula Compatible Ubuntu 16.04: built\nby canga", OS: "Ubuntu 16.04",
+		Chunks: idAlpine, ChunkSize: 64 << 10,
 		Cangafile: node("parent: ubuntu:16.04\ntasks:\n  - run: |\n      a\n\n      b\n  - change: {file: /x, regexp: '^#?P.*', text: 'P no'}\n")})
 	put(t, x, idAlpine, &Entry{Blob: blobAlp, BlobSize: 5, VirtualSize: 0, Parent: idOne, Compression: qcow2.CompressionNone,
 		Created: time.Date(1, 1, 1, 0, 0, 0, 1, time.UTC), Description: "élan ☃ 'quoted' \"double\" \\ # not: a comment", OS: "null"})
@@ -150,7 +152,7 @@ func canonicalSeeds(t testing.TB) [][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain := v1(one("    parent: "+string(idBase)+"\n    description: plain text\n    os: Debian 12\n"), "  t: "+string(idOne)+"\n")
+	plain := v1(one("    parent: "+string(idBase)+"\n    description: plain text\n    os: Debian 12\n    chunks: "+string(idAlpine)+"\n    chunk-size: 1048576\n"), "  t: "+string(idOne)+"\n")
 	seeds = append(seeds, rich, []byte(plain), []byte("version: 1\nimages: {}\ntags: {}\n"))
 	edits := []func(string) string{
 		// only the general parser reads these
@@ -209,6 +211,18 @@ func canonicalSeeds(t testing.TB) [][]byte {
 		func(s string) string { return strings.Replace(s, "blob-size: 10", "blob-size: 0", 1) },
 		func(s string) string { return strings.Replace(s, "virtual-size: 4096", "virtual-size: -1", 1) },
 		func(s string) string { return strings.Replace(s, "\n    blob:", "\n    blobb:", 1) },
+		func(s string) string { return strings.Replace(s, "chunk-size: 1048576", "chunk-size: 1000000", 1) },
+		func(s string) string { return strings.Replace(s, "chunk-size: 1048576", "chunk-size: 4096", 1) },
+		func(s string) string { return strings.Replace(s, "chunk-size: 1048576", "chunk-size: 134217728", 1) },
+		func(s string) string { return strings.Replace(s, "    chunk-size: 1048576\n", "", 1) },
+		func(s string) string { return strings.Replace(s, "    chunks: "+string(idAlpine)+"\n", "", 1) },
+		func(s string) string {
+			return strings.Replace(s, "    chunks: "+string(idAlpine), "    chunks: md5:abc", 1)
+		},
+		func(s string) string { return strings.Replace(s, "    chunks: "+string(idAlpine), "    chunks: ~", 1) },
+		func(s string) string {
+			return strings.Replace(s, "    chunks: "+string(idAlpine)+"\n    chunk-size: 1048576\n", "    chunk-size: 1048576\n    chunks: "+string(idAlpine)+"\n", 1)
+		},
 	}
 	for _, base := range []string{plain, string(rich)} {
 		for _, edit := range edits {
@@ -288,6 +302,11 @@ func TestCanonicalHostile(t *testing.T) {
 		"duplicate tag":    base + "  t: " + string(idOne) + "\n",
 		"size overflow":    strings.Replace(base, "blob-size: 10", "blob-size: 9223372036854775808", 1),
 		"cluster size odd": strings.Replace(base, "    virtual-size: 4096\n", "    virtual-size: 4096\n    cluster-size: 1000\n", 1),
+		"chunk size odd":   strings.Replace(base, "tags:", "    chunks: "+string(idAlpine)+"\n    chunk-size: 100000\ntags:", 1),
+		"chunk size small": strings.Replace(base, "tags:", "    chunks: "+string(idAlpine)+"\n    chunk-size: 32768\ntags:", 1),
+		"chunks alone":     strings.Replace(base, "tags:", "    chunks: "+string(idAlpine)+"\ntags:", 1),
+		"chunk size alone": strings.Replace(base, "tags:", "    chunk-size: 1048576\ntags:", 1),
+		"chunks not hex":   strings.Replace(base, "tags:", "    chunks: sha256:"+strings.Repeat("z", 64)+"\n    chunk-size: 1048576\ntags:", 1),
 	} {
 		t.Run(name, func(t *testing.T) {
 			if doc == base {

@@ -36,8 +36,10 @@
 //   - Tags are lowercase; see [ValidateTag] for why all-hex tags are
 //     refused. Cangallo tags with uppercase letters are rejected too.
 //   - Required in a version 1 entry: blob, blob-size (> 0), virtual-size.
-//     cluster-size, compression, created, description, os and cangafile
-//     are optional and left out when empty. created is RFC 3339, kept in
+//     cluster-size, compression, created, description, os, cangafile,
+//     chunks and chunk-size are optional and left out when empty; chunks
+//     and chunk-size come together (a sha256 digest, and a power of two
+//     from 64 KiB to 64 MiB). created is RFC 3339, kept in
 //     UTC. Sizes are plain decimal integers; "10", 0x10 or 1e3 are
 //     refused, so a size means one thing to every reader.
 //   - A document without a version key is read as Cangallo's only when it

@@ -162,6 +162,12 @@ func (e *encoder) entry(id digest.Digest, en *Entry) error {
 			return fmt.Errorf("%w: image %s: cangafile: %v", ErrInvalid, ShortID(id), err)
 		}
 	}
+	if en.Chunks != "" {
+		e.str("    chunks: ")
+		e.str(string(en.Chunks)) // validated: sha256:HEX
+		e.str("\n")
+		e.int("    chunk-size: ", en.ChunkSize)
+	}
 	if err := e.extra(2, en.Extra, b); err != nil {
 		return fmt.Errorf("%w: image %s: %v", ErrInvalid, ShortID(id), err)
 	}

@@ -20,6 +20,15 @@ const (
 	maxClusterSize = 2 << 20
 )
 
+// Bounds of chunk-size. Below 64 KiB a chunk list of a multi-GiB blob
+// grows past a megabyte and every read costs a request per qcow2
+// cluster; above 64 MiB a single read fetches more than most boots read
+// in total, and a chunk is held in memory while it is checked.
+const (
+	MinChunkSize = 64 << 10
+	MaxChunkSize = 64 << 20
+)
+
 // Entry is one image of an index, keyed by its image ID.
 type Entry struct {
 	Blob        digest.Digest     // blob digest; empty only for a Cangallo entry (see Legacy)
@@ -34,6 +43,11 @@ type Entry struct {
 	// Cangafile is the mapping node of the Cangafile a built image came
 	// from, kept as given (comments and anchors dropped, aliases expanded).
 	Cangafile *yaml.Node
+	// Chunks is the digest of the blob's chunk list (SPEC §9), itself a
+	// blob: the SHA-256 of each ChunkSize piece of the blob. Both are
+	// empty for an image that cannot be read lazily.
+	Chunks    digest.Digest
+	ChunkSize int64
 	// Extra holds keys this version does not know, written back sorted
 	// after the known ones.
 	Extra []Field
@@ -399,6 +413,9 @@ func entryProblem(id digest.Digest, e *Entry) error {
 	if e.ClusterSize != 0 && !validClusterSize(e.ClusterSize) {
 		return bad("cluster-size %d: want a power of two from 512 to 2097152", e.ClusterSize)
 	}
+	if why := chunksProblem(e.Chunks, e.ChunkSize); why != "" {
+		return bad("%s", why)
+	}
 	if e.Compression != "" && !e.Compression.Valid() {
 		return bad("compression %s: want zlib, zstd or none", quote(string(e.Compression)))
 	}
@@ -415,6 +432,32 @@ func entryProblem(id digest.Digest, e *Entry) error {
 		return bad("%v", err)
 	}
 	return nil
+}
+
+// ValidChunkSize reports whether n is a chunk-size an index may hold: a
+// power of two from [MinChunkSize] to [MaxChunkSize].
+func ValidChunkSize(n int64) bool {
+	return n >= MinChunkSize && n <= MaxChunkSize && n&(n-1) == 0
+}
+
+// chunksProblem says what is wrong with the chunks and chunk-size of an
+// entry, or is "": both or neither, a digest and a valid size.
+func chunksProblem(chunks digest.Digest, size int64) string {
+	switch {
+	case chunks == "" && size == 0:
+		return ""
+	case chunks == "":
+		return "chunk-size without chunks"
+	case size == 0:
+		return "chunks without chunk-size"
+	}
+	if why := idProblem(string(chunks)); why != "" {
+		return fmt.Sprintf("chunks %s: %s", quote(string(chunks)), why)
+	}
+	if !ValidChunkSize(size) {
+		return fmt.Sprintf("chunk-size %d: want a power of two from %d to %d", size, MinChunkSize, MaxChunkSize)
+	}
+	return ""
 }
 
 func validClusterSize(n int64) bool {

@@ -105,6 +105,10 @@ func entryNode(e *Entry) (*yaml.Node, error) {
 		}
 		addPair(m, "cangafile", c)
 	}
+	if e.Chunks != "" {
+		addPair(m, "chunks", strNode(string(e.Chunks)))
+		addPair(m, "chunk-size", intNode(e.ChunkSize))
+	}
 	if err := addExtra(m, e.Extra, b); err != nil {
 		return nil, err
 	}

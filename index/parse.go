@@ -21,7 +21,7 @@ const MaxIndexSize = 64 << 20
 var (
 	topKeys   = []string{"version", "images", "tags"}
 	entryKeys = []string{"blob", "blob-size", "parent", "virtual-size", "cluster-size",
-		"compression", "created", "description", "os", "cangafile"}
+		"compression", "created", "description", "os", "cangafile", "chunks", "chunk-size"}
 )
 
 // Parse reads an index.yaml: version 1 (SPEC §2) or Cangallo's version 0.
@@ -368,6 +368,9 @@ func (p *parser) entryV1(k, n *yaml.Node, path string) (*Entry, error) {
 	if err := have.missing(); err != "" {
 		return nil, p.fail(k, path, nil, "%s", err)
 	}
+	if why := chunksProblem(e.Chunks, e.ChunkSize); why != "" {
+		return nil, p.fail(k, path, nil, "%s", why)
+	}
 	slices.SortFunc(e.Extra, func(a, b Field) int { return strings.Compare(a.Key, b.Key) })
 	return e, nil
 }
@@ -442,6 +445,18 @@ func (p *parser) entryField(e *Entry, have *haveFields, key string, kn, v *yaml.
 		e.OS, err = p.text(v, fp)
 	case "cangafile":
 		e.Cangafile, err = p.cangafile(v, fp)
+	case "chunks":
+		if v.Kind != yaml.ScalarNode {
+			return p.fail(v, fp, ErrInvalidID, "want a chunk list digest")
+		}
+		if why := idProblem(v.Value); why != "" {
+			return p.fail(v, fp, ErrInvalidID, "invalid chunk list digest %s: %s", quote(v.Value), why)
+		}
+		e.Chunks = digest.Digest(v.Value)
+	case "chunk-size":
+		if e.ChunkSize, err = p.size(v, fp); err == nil && !ValidChunkSize(e.ChunkSize) {
+			err = p.fail(v, fp, nil, "%d: want a power of two from %d to %d", e.ChunkSize, MinChunkSize, MaxChunkSize)
+		}
 	default:
 		var f Field
 		if f, err = p.extra(key, kn, v, path); err == nil {

@@ -28,6 +28,7 @@ func TestParseSpecExample(t *testing.T) {
 		ClusterSize: 65536, Compression: qcow2.CompressionZlib,
 		Created:     time.Date(2026, 11, 25, 17, 0, 0, 0, time.UTC),
 		Description: "OpenNebula Compatible Ubuntu 16.04", OS: "Ubuntu 16.04",
+		Chunks: blobAlp, ChunkSize: 1 << 20,
 	}
 	got := *one
 	got.Cangafile = nil

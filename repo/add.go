@@ -25,6 +25,9 @@ type AddOptions struct {
 	Parent      digest.Digest
 	Compression qcow2.Compression // default zlib
 	Cangafile   *yaml.Node
+	// ChunkSize is the chunk size of the blob's chunk list
+	// (DefaultChunkSize when 0).
+	ChunkSize int64
 	// Progress receives guest bytes processed out of total.
 	Progress func(done, total int64)
 	// Notice receives what the user should know (the parent found in the
@@ -61,6 +64,13 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 	}
 	if !comp.Valid() {
 		return nil, fmt.Errorf("unknown compression %q (zlib, zstd or none)", comp)
+	}
+	chunkSize := opt.ChunkSize
+	if chunkSize == 0 {
+		chunkSize = DefaultChunkSize
+	}
+	if !index.ValidChunkSize(chunkSize) {
+		return nil, fmt.Errorf("chunk size %d: want a power of two from %d to %d", chunkSize, index.MinChunkSize, index.MaxChunkSize)
 	}
 	src, err := qcow2.OpenFile(file)
 	if err != nil {
@@ -124,7 +134,7 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 				return fmt.Errorf("parent %s was deleted while adding: %w", index.ShortID(parent), err)
 			}
 		}
-		blob, err := r.store.CommitFile(ctx, tmp, "", nil)
+		blob, err := r.store.CommitFile(ctx, tmp, "", nil, cas.WithChunks(chunkSize))
 		if err != nil {
 			return err
 		}
@@ -139,6 +149,9 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 			Description: opt.Description,
 			OS:          opt.OS,
 			Cangafile:   opt.Cangafile,
+		}
+		if err := r.setChunks(ctx, e, blob, chunkSize, ""); err != nil {
+			return err
 		}
 		if err := ix.Put(id, e); err != nil {
 			return err
@@ -173,18 +186,30 @@ func describeParent(id digest.Digest) string {
 // compression, another parent found) replace it, unless children name the
 // old blob as their backing file.
 func (r *Repo) restoreBlob(ctx context.Context, ix *index.Index, id digest.Digest, e *index.Entry, tmp *cas.TempFile) error {
-	blob, err := r.store.CommitFile(ctx, tmp, "", nil)
+	size := chunkSizeOf(e)
+	blob, err := r.store.CommitFile(ctx, tmp, "", nil, cas.WithChunks(size))
 	if err != nil {
 		return err
 	}
 	if blob.Digest == e.Blob {
-		return nil
+		if e.Chunks != "" {
+			// Put the chunk list back too, if it went with the blob.
+			return r.setChunks(ctx, &index.Entry{}, blob, size, e.Chunks)
+		}
+		ne := *e
+		if err := r.setChunks(ctx, &ne, blob, size, ""); err != nil {
+			return err
+		}
+		return ix.Put(id, &ne)
 	}
 	if kids := ix.Children(id); len(kids) > 0 {
 		return fmt.Errorf("%w: image %s lost its blob %s and its children name that blob: restore the blob from a copy, or delete the image and its children", ErrLostBlob, index.ShortID(id), e.Blob)
 	}
 	ne := *e
 	ne.Blob, ne.BlobSize = blob.Digest, blob.Size
+	if err := r.setChunks(ctx, &ne, blob, size, ""); err != nil {
+		return err
+	}
 	return ix.Put(id, &ne)
 }
 

@@ -135,6 +135,16 @@ type copier struct {
 	cache bool        // r is a remote's cache: blobs only, as the source has them
 	opt   CopyOptions
 	mu    sync.Mutex // serialises opt.Progress
+	// stored are the blobs (and chunk lists) this copy put in the store,
+	// for removeNew: an item can fail after its blob is in.
+	smu    sync.Mutex
+	stored []digest.Digest
+}
+
+func (c *copier) noteStored(d digest.Digest) {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	c.stored = append(c.stored, d)
 }
 
 // copyItem is one image of the chain being copied.
@@ -285,16 +295,14 @@ func (c *copier) removeNew(before []digest.Digest) error {
 		had[b] = true
 	}
 	var errs []error
-	for _, it := range c.items {
-		select {
-		case <-it.done:
-		default:
-			continue // not stored
-		}
-		if it.have || it.entry == nil || it.entry.Blob == "" || had[it.entry.Blob] {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	for _, d := range c.stored {
+		if had[d] {
 			continue
 		}
-		if err := c.r.store.Remove(it.entry.Blob); err != nil && !errors.Is(err, cas.ErrNotFound) {
+		had[d] = true // once
+		if err := c.r.store.Remove(d); err != nil && !errors.Is(err, cas.ErrNotFound) {
 			errs = append(errs, err)
 		}
 	}
@@ -322,7 +330,8 @@ func (c *copier) copyItem(ctx context.Context, sem chan struct{}, it, parent *co
 		if err != nil {
 			return err
 		}
-		return c.finish(it, info)
+		c.noteStored(info.Digest)
+		return c.finish(ctx, it, info, chunkSizeOf(it.se), it.se.Chunks)
 	}
 	if c.cache && c.r.Present(it.se) {
 		// A Cangallo image pulled before: its header is checked again.
@@ -388,21 +397,34 @@ func (c *copier) copyItem(ctx context.Context, sem chan struct{}, it, parent *co
 	if err := qcow2.SetBacking(tf.File, n, x.backing, format); err != nil {
 		return err
 	}
-	info, err := s.CommitFile(ctx, tf, "", nil, x.option())
+	info, err := s.CommitFile(ctx, tf, "", nil, x.option(), cas.WithChunks(DefaultChunkSize))
 	if err != nil {
 		return err
 	}
-	return c.finish(it, info)
+	c.noteStored(info.Digest)
+	// Other bytes than the source's: a chunk list of their own.
+	return c.finish(ctx, it, info, DefaultChunkSize, "")
 }
 
-// finish records where the blob of it is in the destination.
-func (c *copier) finish(it *copyItem, info cas.BlobInfo) error {
+// finish records where the blob of it is in the destination, and keeps
+// its chunk list (info.Chunks, in chunks of chunkSize), which must have
+// the digest wantChunks when the source's index gives one.
+func (c *copier) finish(ctx context.Context, it *copyItem, info cas.BlobInfo, chunkSize int64, wantChunks digest.Digest) error {
 	p, err := c.r.store.Path(info.Digest)
 	if err != nil {
 		return err
 	}
 	e := *it.se
 	e.Blob, e.BlobSize, e.Legacy = info.Digest, info.Size, nil
+	e.Chunks, e.ChunkSize = "", 0
+	// A remote's cache keeps the lists its remote's index names, and no
+	// other: its index is the remote's.
+	if !c.cache || wantChunks != "" {
+		if err := c.r.setChunks(ctx, &e, info, chunkSize, wantChunks); err != nil {
+			return err
+		}
+		c.noteStored(e.Chunks)
+	}
 	if e.Created.IsZero() {
 		e.Created = time.Now().UTC().Truncate(time.Second)
 	}
@@ -410,11 +432,26 @@ func (c *copier) finish(it *copyItem, info cas.BlobInfo) error {
 	return nil
 }
 
-// storeBlob stores the blob of it as the source has it.
+// storeBlob stores the blob of it as the source has it, computing its
+// chunk list on the way (BlobInfo.Chunks). The chunk list is not
+// downloaded: the blob's bytes make it, in the same pass that checks their
+// digest, and finish checks it against the source's index. When the
+// destination has the list already (a lazy reader stored it), the
+// partial is opened with it, so that the chunks the reader kept, in any
+// order, are checked and the download goes on around them.
 func (c *copier) storeBlob(ctx context.Context, it *copyItem) (cas.BlobInfo, error) {
 	s, blob, size := c.r.store, it.se.Blob, it.se.BlobSize
 	progress := c.progress(it, size)
-	if info, ok, err := s.Existing(blob, size, it.expect.option()); ok || err != nil {
+	opts := []cas.Option{it.expect.option()}
+	if !c.cache || it.se.Chunks != "" {
+		opts = append(opts, cas.WithChunks(chunkSizeOf(it.se)))
+	}
+	if list, ok, err := c.r.storedChunkList(it.se); err != nil {
+		return cas.BlobInfo{}, err
+	} else if ok {
+		opts[len(opts)-1] = cas.WithChunkList(it.se.ChunkSize, list)
+	}
+	if info, ok, err := s.Existing(blob, size, opts...); ok || err != nil {
 		return info, err
 	}
 	it.moved = true
@@ -423,13 +460,13 @@ func (c *copier) storeBlob(ctx context.Context, it *copyItem) (cas.BlobInfo, err
 		if err != nil {
 			return cas.BlobInfo{}, err
 		}
-		return s.CopyFile(ctx, p, blob, size, progress, it.expect.option())
+		return s.CopyFile(ctx, p, blob, size, progress, opts...)
 	}
 	for attempt := 0; ; attempt++ {
-		p, err := s.OpenPartial(ctx, blob, size)
+		p, err := s.OpenPartial(ctx, blob, size, opts[1:]...)
 		if errors.Is(err, cas.ErrExists) {
 			// There already, or another puller finished it meanwhile.
-			info, _, err := s.Existing(blob, size, it.expect.option())
+			info, _, err := s.Existing(blob, size, opts...)
 			return info, err
 		}
 		if err != nil {

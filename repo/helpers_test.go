@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/config"
 	"github.com/cangallo/canga/index/signing"
 	"github.com/cangallo/canga/internal/testkit"
@@ -43,6 +44,11 @@ type srcRepo struct {
 	t      testing.TB
 	dir    string
 	images []*image
+	// chunkSize, when set, has writeIndex store a chunk list of each
+	// blob and give it in the index (SPEC §9); badChunks gives a wrong
+	// one instead.
+	chunkSize int64
+	badChunks bool
 }
 
 func newSrcRepo(t testing.TB) *srcRepo {
@@ -126,6 +132,9 @@ func (r *srcRepo) writeIndex() []byte {
 		}
 		fmt.Fprintf(&b, "    virtual-size: %d\n", im.vsize)
 		b.WriteString("    description: \"test image ✓\"\n")
+		if r.chunkSize != 0 {
+			fmt.Fprintf(&b, "    chunks: %s\n    chunk-size: %d\n", r.storeChunks(im), r.chunkSize)
+		}
 	}
 	b.WriteString("tags: {}\n")
 	data := []byte(b.String())
@@ -242,4 +251,27 @@ func tmpEntries(t testing.TB, r *Repo) []string {
 		names = append(names, e.Name())
 	}
 	return names
+}
+
+// storeChunks writes the chunk list of im's blob as a blob of the
+// repository and returns its digest.
+func (r *srcRepo) storeChunks(im *image) digest.Digest {
+	t := r.t
+	t.Helper()
+	f, err := os.Open(r.blobPath(im))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	list, err := cas.ChunkList(f, r.chunkSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.badChunks {
+		list[0] ^= 1
+	}
+	d := digest.FromBytes(list)
+	p := filepath.Join(r.blobDir(), d.Encoded())
+	writeFile(t, p, list)
+	return d
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -214,4 +215,11 @@ func (h *Home) Import(ctx context.Context, src *Repo, six *index.Index, id diges
 	}
 	// The destination's own progress: a copy on this machine.
 	return dst.Copy(ctx, src.AsSource(), six, id, opt)
+}
+
+// NBDSocket is where canga nbd serves image id unless told otherwise, and
+// where an overlay made by [Repo.OverlayLazy] looks for it:
+// HOME/run/HEX16.sock (a unix socket name must stay short).
+func (h *Home) NBDSocket(id digest.Digest) string {
+	return filepath.Join(h.Config.Home, "run", index.ShortID(id)+".sock")
 }

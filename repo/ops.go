@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -48,10 +49,16 @@ func (r *Repo) Delete(ctx context.Context, id digest.Digest, recursive bool) ([]
 		for _, d := range ix.Descendants(id) {
 			if e, err := ix.Entry(d); err == nil && e.Blob != "" {
 				blobs = append(blobs, e.Blob)
+				if e.Chunks != "" {
+					blobs = append(blobs, e.Chunks)
+				}
 			}
 		}
 		if e, err := ix.Entry(id); err == nil && e.Blob != "" {
 			blobs = append(blobs, e.Blob)
+			if e.Chunks != "" {
+				blobs = append(blobs, e.Chunks)
+			}
 		}
 		var err error
 		removed, err = ix.Remove(id, recursive)
@@ -83,11 +90,15 @@ func (r *Repo) Delete(ctx context.Context, id digest.Digest, recursive bool) ([]
 	return removed, nil
 }
 
-// referenced is the set of blobs the images of ix use.
+// referenced is the set of blobs the images of ix use: their blobs and
+// their chunk lists.
 func referenced(ix *index.Index) map[digest.Digest]bool {
-	used := make(map[digest.Digest]bool, len(ix.Images))
+	used := make(map[digest.Digest]bool, 2*len(ix.Images))
 	for _, e := range ix.Images {
 		used[e.Blob] = true
+		if e.Chunks != "" {
+			used[e.Chunks] = true
+		}
 	}
 	return used
 }
@@ -146,6 +157,21 @@ func (r *Repo) Overlay(ix *index.Index, id digest.Digest, w io.WriterAt) error {
 		return err
 	}
 	return qcow2.Create(w, e.VirtualSize, qcow2.ConvertOptions{BackingFile: p, BackingFormat: qcow2.FormatQcow2})
+}
+
+// OverlayLazy writes to w a new, empty qcow2 image whose backing file is
+// the NBD export of image id on the unix socket sock (format raw), as
+// canga nbd serves it (SPEC §9): a VM boots on it before the image is
+// downloaded.
+func (r *Repo) OverlayLazy(ix *index.Index, id digest.Digest, sock string, w io.WriterAt) error {
+	e, err := ix.Entry(id)
+	if err != nil {
+		return err
+	}
+	if !filepath.IsAbs(sock) {
+		return fmt.Errorf("socket %s: give an absolute path, which the overlay keeps", sock)
+	}
+	return qcow2.Create(w, e.VirtualSize, qcow2.ConvertOptions{BackingFile: "nbd+unix:///?socket=" + sock, BackingFormat: qcow2.FormatRaw})
 }
 
 // Fault is one problem fsck found.
@@ -231,6 +257,15 @@ func (r *Repo) FsckWith(ctx context.Context, opt FsckOptions) (*FsckReport, erro
 		} else if i, ok := pos[e.Blob]; ok {
 			present, res.blob, used[i] = true, i, true
 		}
+		if e.Chunks != "" {
+			if i, ok := pos[e.Chunks]; ok {
+				used[i] = true
+			} else if present && !r.conf.Remote() {
+				// A remote's cache may lack the chunk list of an image
+				// pulled before its remote had one: lazy reads fetch it.
+				res.problems = append(res.problems, fmt.Sprintf("chunk list %s is missing", e.Chunks))
+			}
+		}
 		if !present {
 			if r.conf.Remote() {
 				rep.NotPulled++
@@ -257,7 +292,9 @@ func (r *Repo) FsckWith(ctx context.Context, opt FsckOptions) (*FsckReport, erro
 				}
 				n := jobs[j]
 				res := &results[n]
-				res.problems, res.ok, res.mode = r.checkImage(gctx, ix, ids[n], ix.Images[ids[n]], opt.Quick)
+				var problems []string
+				problems, res.ok, res.mode = r.checkImage(gctx, ix, ids[n], ix.Images[ids[n]], opt.Quick)
+				res.problems = append(res.problems, problems...)
 			}
 		})
 	}
@@ -351,10 +388,46 @@ func (r *Repo) checkImage(ctx context.Context, ix *index.Index, id digest.Digest
 			problems = append(problems, fmt.Sprintf("blob is %d bytes, the index says %d", size, e.BlobSize))
 		}
 	}
+	if !quick && e.Chunks != "" {
+		if err := r.checkChunks(ctx, e, f, size); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
 	if err := checkBlob(ix, r, id, f, size, quick); err != nil {
 		return append(problems, err.Error()), false, mode
 	}
 	return problems, true, mode
+}
+
+// checkChunks checks the chunk list of entry e, if stored: its digest,
+// its length, and that it is the list of the blob's bytes (f, of size
+// bytes, whose digest was checked).
+func (r *Repo) checkChunks(ctx context.Context, e *index.Entry, f io.ReaderAt, size int64) error {
+	list, ok, err := r.storedChunkList(e)
+	if err != nil || !ok {
+		return err // a missing list was reported with the blob store's listing
+	}
+	got, err := cas.ChunkList(&ctxReader{ctx: ctx, r: io.NewSectionReader(f, 0, size)}, e.ChunkSize)
+	if err != nil {
+		return fmt.Errorf("chunk list: %w", err)
+	}
+	if !bytes.Equal(got, list) {
+		return fmt.Errorf("chunk list %s is not the list of the blob's bytes", e.Chunks)
+	}
+	return nil
+}
+
+// ctxReader stops a long read when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // checkBlob checks a blob's header against the index (format, backing

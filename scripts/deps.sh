@@ -30,6 +30,8 @@ else
 	want virt-customize libguestfs-tools
 	want /usr/bin/time time
 	want docker-registry docker-registry
+	# The lazy-access tests serve a repository with nginx too.
+	want /usr/sbin/nginx nginx-light
 	# The completion tests run bash, zsh and fish.
 	want zsh zsh
 	want fish fish

@@ -266,8 +266,12 @@ tasks:
 	} else if bytes.Contains(idx, []byte(password)) || bytes.Contains(idx, []byte("S3cret")) {
 		t.Errorf("index.yaml holds the password:\n%s", idx)
 	}
-	if after := snapshot(t, home); len(after.blobs) != len(before.blobs)+1 {
-		t.Errorf("blobs before %v, after %v: want one more", before.blobs, after.blobs)
+	// One image more: its qcow2 blob and its chunk list (SPEC §9).
+	if after := snapshot(t, home); len(after.blobs) != len(before.blobs)+2 {
+		t.Errorf("blobs before %v, after %v: want two more", before.blobs, after.blobs)
+	}
+	if e := ociReadIndex(t, repoDir(home))[built.ID]; e.Chunks == "" || e.ChunkSize != 1<<20 {
+		t.Errorf("the built image has no chunk list: %+v", e)
 	}
 	bldRequireTmpClean(t, home)
 

@@ -238,7 +238,7 @@ func TestConcurrentWriters(t *testing.T) {
 	if r := canga(t, home, "fsck"); r.code != 0 || !strings.Contains(r.stdout, "0 faults") || strings.Contains(r.stdout, "unused") {
 		t.Errorf("%v", r)
 	}
-	if names := dirNames(t, blobDir(home)); len(names) != n+2 {
+	if names := qcow2Blobs(t, home); len(names) != n+2 {
 		t.Errorf("%d blobs for %d images", len(names), n+2)
 	}
 	requireBlobsNamedByDigest(t, home)

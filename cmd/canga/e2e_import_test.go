@@ -29,11 +29,12 @@ func otherRepoHome(t *testing.T) (home, other string) {
 func TestImportTamperedLocal(t *testing.T) {
 	home, other := otherRepoHome(t)
 	id := addID(t, home, baseQcow2(t), "other", "--tag", "disk")
-	blobs, err := os.ReadDir(filepath.Join(other, "blobs", "sha256"))
-	if err != nil || len(blobs) != 1 {
-		t.Fatalf("other's blobs: %v %v", blobs, err)
+	od := filepath.Join(other, "blobs", "sha256")
+	blobs := qcow2Only(t, od, dirNames(t, od))
+	if len(blobs) != 1 {
+		t.Fatalf("other's blobs: %v", blobs)
 	}
-	blob := filepath.Join(other, "blobs", "sha256", blobs[0].Name())
+	blob := filepath.Join(od, blobs[0])
 	fi, err := os.Stat(blob)
 	if err != nil {
 		t.Fatal(err)
@@ -83,11 +84,12 @@ func TestImportLocalCopies(t *testing.T) {
 	if out != id {
 		t.Fatalf("import printed %q, want %s", out, id)
 	}
-	entries, err := os.ReadDir(filepath.Join(other, "blobs", "sha256"))
-	if err != nil || len(entries) != 1 {
-		t.Fatal(entries, err)
+	od := filepath.Join(other, "blobs", "sha256")
+	entries := qcow2Only(t, od, dirNames(t, od))
+	if len(entries) != 1 {
+		t.Fatal(entries)
 	}
-	name := entries[0].Name()
+	name := entries[0]
 	theirs, err := os.Stat(filepath.Join(other, "blobs", "sha256", name))
 	if err != nil {
 		t.Fatal(err)

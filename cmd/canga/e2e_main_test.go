@@ -374,6 +374,42 @@ func blobPath(home, blob string) string {
 	return filepath.Join(blobDir(home), strings.TrimPrefix(blob, "sha256:"))
 }
 
+// isChunkList reports whether the blob file p is a chunk list (SPEC §9)
+// rather than a qcow2 file: everything canga stores in blobs/ is one or
+// the other.
+func isChunkList(t testing.TB, p string) bool {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	magic := make([]byte, 4)
+	if _, err := io.ReadFull(f, magic); err != nil {
+		return true // shorter than a qcow2 header
+	}
+	return string(magic) != "QFI\xfb"
+}
+
+// qcow2Blobs lists the qcow2 blobs of home's default repository, sorted,
+// leaving out the chunk lists.
+func qcow2Blobs(t testing.TB, home string) []string {
+	t.Helper()
+	return qcow2Only(t, blobDir(home), dirNames(t, blobDir(home)))
+}
+
+// qcow2Only keeps the names of dir that are not chunk lists.
+func qcow2Only(t testing.TB, dir string, names []string) []string {
+	t.Helper()
+	var out []string
+	for _, n := range names {
+		if !isChunkList(t, filepath.Join(dir, n)) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // repoState is what a failed command must leave unchanged.
 type repoState struct {
 	index []byte

@@ -637,6 +637,8 @@ type ociIndexEntry struct {
 	Created     string `yaml:"created"`
 	Description string `yaml:"description"`
 	OS          string `yaml:"os"`
+	Chunks      string `yaml:"chunks"`
+	ChunkSize   int64  `yaml:"chunk-size"`
 }
 
 func ociReadIndex(t testing.TB, repo string) map[string]ociIndexEntry {
@@ -784,6 +786,18 @@ func TestOCIRoundTrip(t *testing.T) {
 				t.Errorf("the exported pulled child has image ID %s, want %s", got, pub.ChildID)
 			}
 			ok(t, home, "fsck")
+			// A registry has no chunk lists: the pull computes them,
+			// the same lists as the publisher's of the same bytes.
+			pubIx := string(testkit.ReadFile(t, filepath.Join(pub.Repo, "index.yaml")))
+			got := ociReadIndex(t, repoDir(home))
+			for _, id := range []string{pub.BaseID, pub.ChildID} {
+				e := got[id]
+				if want := remEntryField(pubIx, id, "chunks"); e.Chunks == "" || e.Chunks != want || e.ChunkSize != 1<<20 {
+					t.Errorf("pulled %s: chunks %q (%d), the publisher's %q", id, e.Chunks, e.ChunkSize, want)
+				} else if sum := testkit.FileDigest(t, blobPath(home, e.Chunks)).String(); sum != e.Chunks {
+					t.Errorf("chunk list %s hashes to %s", e.Chunks, sum)
+				}
+			}
 
 			// Pulling again changes nothing.
 			before := snapshot(t, home)

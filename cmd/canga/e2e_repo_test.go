@@ -44,6 +44,12 @@ func requireBlobsNamedByDigest(t *testing.T, home string) {
 		if fi.Mode().Perm() != 0o444 {
 			t.Errorf("blob %s has mode %v, want 0444", name, fi.Mode().Perm())
 		}
+		if isChunkList(t, p) {
+			if fi.Size()%32 != 0 {
+				t.Errorf("chunk list %s of %d bytes: not 32 per chunk", name, fi.Size())
+			}
+			continue
+		}
 		testkit.QemuCheck(t, p)
 	}
 }
@@ -262,8 +268,9 @@ func TestRepoWorkflow(t *testing.T) {
 		t.Errorf("a second add changed the blobs")
 	}
 
-	// fsck passes on a sound repository.
-	if out := ok(t, home, "fsck"); !strings.Contains(out, "2 images, 2 blobs, 2 image IDs verified") || !strings.Contains(out, "0 faults") {
+	// fsck passes on a sound repository: two images, each a qcow2 blob and
+	// a chunk list.
+	if out := ok(t, home, "fsck"); !strings.Contains(out, "2 images, 4 blobs, 2 image IDs verified") || !strings.Contains(out, "0 faults") {
 		t.Errorf("fsck:\n%s", out)
 	}
 
@@ -290,8 +297,8 @@ func TestRepoWorkflow(t *testing.T) {
 		t.Errorf("gc left .tmp/%v", names)
 	}
 	requireBlobsNamedByDigest(t, home)
-	if after := snapshot(t, home); len(after.blobs) != 2 {
-		t.Errorf("after gc: blobs %v", sortedKeys(after.blobs))
+	if after := qcow2Blobs(t, home); len(after) != 2 {
+		t.Errorf("after gc: blobs %v", after)
 	}
 	ok(t, home, "fsck")
 
@@ -384,7 +391,7 @@ func TestAddParentFlag(t *testing.T) {
 	if _, err := os.Stat(blob); err == nil {
 		t.Errorf("del left the blob of the deleted image")
 	}
-	if names := dirNames(t, blobDir(home)); len(names) != 2 {
+	if names := qcow2Blobs(t, home); len(names) != 2 {
 		t.Errorf("after del, blobs %v (want base's and other's)", names)
 	}
 	requireBlobsNamedByDigest(t, home)
@@ -1026,7 +1033,7 @@ func TestThreeGenerations(t *testing.T) {
 	if len(items) != 1 || items[0].ID != baseID {
 		t.Errorf("after del -r child: %+v", items)
 	}
-	if names := dirNames(t, blobDir(home)); len(names) != 1 || names[0] != filepath.Base(blobs[baseID]) {
+	if names := qcow2Blobs(t, home); len(names) != 1 || names[0] != filepath.Base(blobs[baseID]) {
 		t.Errorf("blobs after del -r child: %v", names)
 	}
 	requireBlobsNamedByDigest(t, home)

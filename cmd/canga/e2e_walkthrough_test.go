@@ -573,7 +573,7 @@ func TestWalkRepoOption(t *testing.T) {
 	if out := w.ok("verify", "--repo=other"); !strings.Contains(out, "Good signature of other's index") {
 		t.Errorf("verify --repo=other printed %q", out)
 	}
-	if out := w.ok("fsck", "--repo", "other"); !strings.HasPrefix(out, "1 images, 1 blobs") {
+	if out := w.ok("fsck", "--repo", "other"); !strings.HasPrefix(out, "1 images, 2 blobs") {
 		t.Errorf("fsck --repo other printed %q", out)
 	}
 	w.ok("gc", "--repo", "other")

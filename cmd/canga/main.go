@@ -109,6 +109,7 @@ type cli struct {
 	Pull   pullCmd   `cmd:"" help:"Download a remote image and its ancestors, or an image of an OCI registry, verified while streaming." group:"Remote repositories"`
 	Import importCmd `cmd:"" help:"Copy an image and its ancestors into a local repository." group:"Remote repositories"`
 	Serve  serveCmd  `cmd:"" help:"Serve a repository read-only over HTTP." group:"Remote repositories"`
+	Nbd    nbdCmd    `cmd:"" name:"nbd" help:"Serve an image read-only over NBD, fetching a remote's image chunk by chunk as it is read." group:"Remote repositories"`
 	Sign   signCmd   `cmd:"" help:"Sign a repository's index with an SSH key." group:"Remote repositories"`
 	Verify verifyCmd `cmd:"" help:"Verify a repository's index signature." group:"Remote repositories"`
 

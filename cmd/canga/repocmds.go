@@ -74,6 +74,9 @@ type addCmd struct {
 	OS          string `name:"os" help:"Operating system."`
 	Parent      string `short:"p" placeholder:"IMAGE" help:"Store the image as a delta against this image of the repository."`
 	Compression string `enum:"zlib,zstd,none" default:"zlib" help:"Compression of the stored blob: zlib, zstd or none."`
+	// bench/lazy.sh measures the chunk sizes against each other with it;
+	// the default was chosen so.
+	ChunkSize int64 `name:"chunk-size" placeholder:"BYTES" help:"Chunk size of the blob's chunk list, which canga nbd checks each fetched chunk against: a power of two from 65536 to 67108864 (default 1048576)."`
 	repoOption
 }
 
@@ -94,6 +97,7 @@ func (c *addCmd) Run(e *env) error {
 	opt := repo.AddOptions{
 		Tag: c.Tag, Description: c.Description, OS: c.OS,
 		Compression: qcow2.Compression(c.Compression),
+		ChunkSize:   c.ChunkSize,
 		Notice:      func(s string) { e.notice("%s", s) },
 	}
 	if c.Parent != "" {
@@ -396,6 +400,8 @@ func (c *showCmd) Run(e *env) error {
 		listItem
 		ClusterSize int64           `json:"cluster-size,omitempty"`
 		Compression string          `json:"compression,omitempty"`
+		Chunks      digest.Digest   `json:"chunks,omitempty"`
+		ChunkSize   int64           `json:"chunk-size,omitempty"`
 		Chain       []digest.Digest `json:"chain"`
 		Children    []digest.Digest `json:"children"`
 		Cangafile   any             `json:"cangafile,omitempty"`
@@ -403,6 +409,7 @@ func (c *showCmd) Run(e *env) error {
 		Version:     jsonVersion,
 		listItem:    newListItem(r, ix, id, ix.TagsOf(id), r.Present(en)),
 		ClusterSize: en.ClusterSize, Compression: string(en.Compression), Chain: chain, Children: ix.Children(id),
+		Chunks: en.Chunks, ChunkSize: en.ChunkSize,
 	}
 	if item.Children == nil {
 		item.Children = []digest.Digest{}
@@ -433,6 +440,9 @@ func (c *showCmd) Run(e *env) error {
 	}
 	if en.Compression != "" {
 		fmt.Fprintf(w, "compression:  %s\n", en.Compression)
+	}
+	if en.Chunks != "" {
+		fmt.Fprintf(w, "chunk list:   %s (%s chunks: canga nbd can serve it before it is pulled)\n", en.Chunks, humanSize(en.ChunkSize))
 	}
 	if !en.Created.IsZero() {
 		fmt.Fprintf(w, "created:      %s (%s)\n", en.Created.Format(time.RFC3339), humanAge(time.Since(en.Created)))
@@ -546,8 +556,10 @@ func (c *exportCmd) Run(e *env) error {
 }
 
 type overlayCmd struct {
-	Image string `arg:"" name:"IMAGE" help:"Image to run."`
-	File  string `arg:"" name:"FILE" help:"New qcow2 file backed by the image's blob."`
+	Image  string `arg:"" name:"IMAGE" help:"Image to run."`
+	File   string `arg:"" name:"FILE" help:"New qcow2 file backed by the image's blob."`
+	Lazy   bool   `help:"Back the overlay by canga nbd's export of the image (format raw) instead of its blob: boot at once, before the image is pulled (run canga nbd IMAGE first)."`
+	Socket string `placeholder:"PATH" help:"With --lazy: canga nbd's socket (default: CANGA_HOME/run/ID.sock)."`
 }
 
 func (c *overlayCmd) Run(e *env) error {
@@ -555,7 +567,24 @@ func (c *overlayCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(c.File, 0o644, func(f *os.File) error { return r.Overlay(ix, id, f) })
+	if !c.Lazy {
+		if c.Socket != "" {
+			return errors.New("--socket is for --lazy")
+		}
+		return atomicfile.Write(c.File, 0o644, func(f *os.File) error { return r.Overlay(ix, id, f) })
+	}
+	sock := c.Socket
+	if sock == "" {
+		sock = e.h.NBDSocket(id)
+	}
+	if abs, err := filepath.Abs(sock); err == nil {
+		sock = abs
+	}
+	if err := atomicfile.Write(c.File, 0o644, func(f *os.File) error { return r.OverlayLazy(ix, id, sock, f) }); err != nil {
+		return err
+	}
+	e.notice("%s is backed by nbd+unix:///?socket=%s: keep canga nbd %s running while it is used", c.File, sock, index.ShortID(id))
+	return nil
 }
 
 type fsckCmd struct {
