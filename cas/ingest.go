@@ -21,6 +21,10 @@ var bufPool = sync.Pool{New: func() any {
 	return &b
 }}
 
+// writebackEvery is how many bytes copyHashed writes to a file between
+// two startWriteback calls.
+const writebackEvery = 8 << 20
+
 // copyHashed copies r into w (w may be nil: hash only) and h, in chunks of up
 // to bufSize. start is the number of bytes already behind r (a resumed
 // download) and limit, when >= 0, the total the data must not exceed: reading
@@ -32,7 +36,8 @@ func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, star
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
-	var n int64
+	f, _ := w.(*os.File)
+	var n, unsynced int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return n, err
@@ -56,6 +61,10 @@ func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, star
 				return n, err
 			}
 			n += int64(m)
+			if unsynced += int64(m); f != nil && unsynced >= writebackEvery {
+				startWriteback(f)
+				unsynced = 0
+			}
 			if progress != nil {
 				progress(start + n)
 			}
