@@ -9,8 +9,10 @@ import (
 	"io/fs"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cangallo/canga/internal/atomicfile"
+	"github.com/cangallo/canga/internal/panics"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -31,17 +33,52 @@ const writebackEvery = 8 << 20
 // stops with a *SizeMismatchError as soon as it would, so an endless stream
 // costs at most one buffer more than the expected size. progress, if not nil,
 // receives start plus the bytes copied so far. Errors of r are wrapped in
-// *sourceError.
-func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, start, limit int64, progress func(int64)) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+// *sourceError. When it returns, every byte it counts has been written and
+// hashed.
+//
+// Hashing (the blob's digest and, with a chunk list, a second SHA-256 of
+// every chunk) costs about as much as reading and writing, so it runs on
+// another goroutine, one buffer behind: on two cores a download goes at
+// the speed of the slower of the two, not of their sum.
+func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, start, limit int64, progress func(int64)) (n int64, err error) {
+	bufs := [2]*[]byte{bufPool.Get().(*[]byte), bufPool.Get().(*[]byte)}
+	defer bufPool.Put(bufs[0])
+	defer bufPool.Put(bufs[1])
+	// The hasher takes a buffer from toHash and is done with it when it
+	// takes the next one (toHash is unbuffered), so the reader may then
+	// fill it again.
+	toHash := make(chan []byte)
+	hashed := make(chan error, 1)
+	var hashFailed atomic.Bool
+	go func() {
+		var herr error
+		for b := range toHash {
+			if herr != nil {
+				continue // drain: the reader stops at its next buffer
+			}
+			if herr = hashBuffer(h, b); herr != nil {
+				hashFailed.Store(true)
+			}
+		}
+		hashed <- herr
+	}()
+	defer func() {
+		close(toHash)
+		if herr := <-hashed; herr != nil {
+			err = herr
+		}
+	}()
+
 	f, _ := w.(*os.File)
-	var n, unsynced int64
-	for {
+	var unsynced int64
+	for i := 0; ; i ^= 1 {
 		if err := ctx.Err(); err != nil {
 			return n, err
 		}
+		if hashFailed.Load() {
+			return n, nil // the deferred wait returns the hasher's error
+		}
+		buf := *bufs[i]
 		// ReadFull fills the buffer so that the writes are big however small
 		// the reader's chunks are.
 		m, rerr := io.ReadFull(r, buf)
@@ -57,9 +94,7 @@ func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, star
 					return n, err
 				}
 			}
-			if _, err := h.Write(buf[:m]); err != nil {
-				return n, err
-			}
+			toHash <- buf[:m]
 			n += int64(m)
 			if unsynced += int64(m); f != nil && unsynced >= writebackEvery {
 				startWriteback(f)
@@ -77,6 +112,17 @@ func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, star
 		}
 	}
 }
+
+// hashBuffer writes b to h; a panic (a bug in a hash, or in the chunk
+// list's) is an error, and the hashing goroutine goes on draining.
+func hashBuffer(h io.Writer, b []byte) (err error) {
+	defer panics.Recover(&err, errInternal, func() string { return "hashing" })
+	_, err = h.Write(b)
+	return err
+}
+
+// errInternal is a bug of canga's own (a panic) met while hashing.
+var errInternal = errors.New("cas: internal error")
 
 // Ingest stores the bytes of r as a blob and returns its digest and size.
 //
