@@ -192,6 +192,7 @@ func runDocBlocks(t *testing.T, bin string, blocks []docBlock) {
 		"DOCKER_CONFIG=" + filepath.Join(userHome, ".docker"),
 		"LC_ALL=C",
 	}
+	env = append(env, guestfsEnv()...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())

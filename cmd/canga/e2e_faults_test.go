@@ -370,8 +370,9 @@ func TestKilledAtAnyMoment(t *testing.T) {
 				if len(ids) != 1 || ids[0] != unrelated {
 					t.Fatalf("after del --recursive: %v, want only %s", ids, unrelated)
 				}
-				if n := len(dirNames(t, blobDir(home))); n != 1 {
-					t.Fatalf("%d blobs after del --recursive, want 1", n)
+				// The unrelated image's blob and its chunk list.
+				if q, n := len(qcow2Blobs(t, home)), len(dirNames(t, blobDir(home))); q != 1 || n != 2 {
+					t.Fatalf("%d qcow2 blobs and %d blobs in all after del --recursive, want 1 and 2", q, n)
 				}
 			},
 			reset: func(t *testing.T) { ok(t, home, "import", "other:child") },

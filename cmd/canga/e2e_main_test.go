@@ -176,15 +176,20 @@ func runCangaEnv(t testing.TB, env []string, dir string, timeout time.Duration, 
 	return r
 }
 
+// guestfsEnv is what every canga run of the tests gets of the test's own
+// environment for libguestfs: how it starts its appliance (see e2eMain).
+func guestfsEnv() []string {
+	if v := os.Getenv("LIBGUESTFS_BACKEND_SETTINGS"); v != "" {
+		return []string{"LIBGUESTFS_BACKEND_SETTINGS=" + v}
+	}
+	return nil
+}
+
 // dockerConfigDir is the DOCKER_CONFIG of the canga runs of home.
 func dockerConfigDir(home string) string { return filepath.Join(home, "docker") }
 
 func cangaEnv(home string) []string {
-	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LC_ALL=C"}
-	// How libguestfs starts its appliance (see e2eMain).
-	if v := os.Getenv("LIBGUESTFS_BACKEND_SETTINGS"); v != "" {
-		env = append(env, "LIBGUESTFS_BACKEND_SETTINGS="+v)
-	}
+	env := append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LC_ALL=C"}, guestfsEnv()...)
 	if home != "" {
 		// Registry credentials (SPEC §8) are Docker's config.json: each
 		// home has its own, and none reads or writes the user's.

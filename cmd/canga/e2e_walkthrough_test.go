@@ -103,7 +103,7 @@ func walkAllowedSigners(t *testing.T, dir, principal, key string) string {
 // env is the environment of every run: no CANGA_HOME, so the home is
 // ~/.cangallo of this user.
 func (w *walker) env() []string {
-	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + w.user, "LC_ALL=C", "SSH_AUTH_SOCK=" + w.sock}
+	return append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + w.user, "LC_ALL=C", "SSH_AUTH_SOCK=" + w.sock}, guestfsEnv()...)
 }
 
 func (w *walker) run(args ...string) result {
