@@ -316,19 +316,7 @@ func faults(dir string, plan map[int]testkit.Fault) *testkit.FaultServer {
 // bad are fetched again, once; a complete partial needs no request.
 func TestCopyResume(t *testing.T) {
 	src := newSrcRepo(t)
-	base := src.add(nil, 0x11, 0)
-	// A few MiB to cut.
-	p := filepath.Join(src.blobDir(), "grow.qcow2")
-	if err := os.Rename(src.blobPath(base), p); err != nil {
-		t.Fatal(err)
-	}
-	src.images = nil
-	testkit.QemuIO(t, "qcow2", p, "write -P 0x66 0 3M")
-	base = src.adopt(p, nil, testkit.RawDigest(t, p))
-	six, err := index.Parse(src.writeIndex())
-	if err != nil {
-		t.Fatal(err)
-	}
+	base, six := grownBase(t, src, "3M")
 	blobPath := "/blobs/sha256/" + base.hex()
 	ctx := context.Background()
 	copyWith := func(t *testing.T, srv *testkit.FaultServer, dst *Repo, attempts int) error {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/config"
+	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/index/signing"
 	"github.com/cangallo/canga/internal/testkit"
 	"github.com/cangallo/canga/remote"
@@ -274,4 +275,24 @@ func (r *srcRepo) storeChunks(im *image) digest.Digest {
 	p := filepath.Join(r.blobDir(), d.Encoded())
 	writeFile(t, p, list)
 	return d
+}
+
+// grownBase makes src hold one base image of a few MiB (qemu-io writes
+// size bytes of 0x66), big enough to cut a download of it, and returns it
+// with src's index.
+func grownBase(t *testing.T, src *srcRepo, size string) (*image, *index.Index) {
+	t.Helper()
+	base := src.add(nil, 0x11, 0)
+	p := filepath.Join(src.blobDir(), "grow.qcow2")
+	if err := os.Rename(src.blobPath(base), p); err != nil {
+		t.Fatal(err)
+	}
+	src.images = nil
+	testkit.QemuIO(t, "qcow2", p, "write -P 0x66 0 "+size)
+	base = src.adopt(p, nil, testkit.RawDigest(t, p))
+	six, err := index.Parse(src.writeIndex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base, six
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cangallo/canga/index"
 	"github.com/cangallo/canga/internal/testkit"
 	"github.com/cangallo/canga/remote"
 )
@@ -21,18 +20,7 @@ import (
 // descriptor is left. Not parallel: the counts are the whole process's.
 func TestCopyFromMaliciousServers(t *testing.T) {
 	src := newSrcRepo(t)
-	base := src.add(nil, 0x11, 0)
-	p := filepath.Join(src.blobDir(), "grow.qcow2")
-	if err := os.Rename(src.blobPath(base), p); err != nil {
-		t.Fatal(err)
-	}
-	src.images = nil
-	testkit.QemuIO(t, "qcow2", p, "write -P 0x66 0 1M")
-	base = src.adopt(p, nil, testkit.RawDigest(t, p))
-	six, err := index.Parse(src.writeIndex())
-	if err != nil {
-		t.Fatal(err)
-	}
+	base, six := grownBase(t, src, "1M")
 	cut := testkit.CutAt(testkit.Half)
 	type plan = map[int]testkit.Fault
 	cases := []struct {
