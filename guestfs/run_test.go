@@ -258,14 +258,7 @@ echo "virt-customize: error: libguestfs error: guestfs_launch failed." >&2; exit
 	if err := Run(context.Background(), newOverlay(t, work), plan, Options{Tools: Tools{VirtCustomize: vc, VirtSparsify: vs}, Progress: got.add}); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := os.ReadFile(log)
-	want := vc + " settings=\n" + vc + " settings=force_tcg\n" + vs + " settings=force_tcg\n"
-	if string(b) != want {
-		t.Errorf("runs:\n%s\nwant:\n%s", b, want)
-	}
-	if !slices.ContainsFunc(got.get(), func(l string) bool { return strings.Contains(l, "software emulation") }) {
-		t.Error("no notice of the retry")
-	}
+	requireTCGRetry(t, log, vc, vs, &got)
 }
 
 // Nested KVM can start qemu and never run the guest kernel: virt-customize
@@ -307,14 +300,7 @@ echo '[   9.0] Finishing off'`
 	if d := time.Since(start); d > 30*time.Second {
 		t.Errorf("took %v: the hung tool was not stopped", d)
 	}
-	b, _ := os.ReadFile(log)
-	want := vc + " settings=\n" + vc + " settings=force_tcg\n" + vs + " settings=force_tcg\n"
-	if string(b) != want {
-		t.Errorf("runs:\n%s\nwant:\n%s", b, want)
-	}
-	if !slices.ContainsFunc(got.get(), func(l string) bool { return strings.Contains(l, "software emulation") }) {
-		t.Error("no notice of the retry")
-	}
+	requireTCGRetry(t, log, vc, vs, &got)
 
 	// The same hang with emulation already forced is the user's to see:
 	// no watchdog, the caller's context ends it.
@@ -399,5 +385,20 @@ func TestRunOutputPanic(t *testing.T) {
 	})
 	if !errors.Is(err, ErrInternal) || !strings.Contains(err.Error(), "a bug in Progress") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// requireTCGRetry checks that log shows virt-customize run once as is and
+// once under emulation, then virt-sparsify under emulation, and that the
+// retry was announced.
+func requireTCGRetry(t *testing.T, log, vc, vs string, got *lines) {
+	t.Helper()
+	b, _ := os.ReadFile(log)
+	want := vc + " settings=\n" + vc + " settings=force_tcg\n" + vs + " settings=force_tcg\n"
+	if string(b) != want {
+		t.Errorf("runs:\n%s\nwant:\n%s", b, want)
+	}
+	if !slices.ContainsFunc(got.get(), func(l string) bool { return strings.Contains(l, "software emulation") }) {
+		t.Error("no notice of the retry")
 	}
 }
