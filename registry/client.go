@@ -92,11 +92,15 @@ func (c *Client) Host() string { return c.host }
 // back-off). There is no overall timeout: a blob may take hours; callers
 // bound operations with their context.
 func newHTTPClient(opts Options) (*http.Client, error) {
-	roots, err := x509.SystemCertPool()
-	if err != nil {
-		roots = x509.NewCertPool()
-	}
+	// nil RootCAs is the system's pool, loaded at the first TLS handshake:
+	// parsing every certificate of /etc/ssl/certs costs 150 ms, which a
+	// plain-HTTP registry need not pay.
+	var roots *x509.CertPool
 	if opts.CAFile != "" {
+		var err error
+		if roots, err = x509.SystemCertPool(); err != nil {
+			roots = x509.NewCertPool()
+		}
 		pem, err := os.ReadFile(opts.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("registry: CA file: %w", err)
