@@ -154,5 +154,5 @@ func hashers(h hash.Hash, o options) (io.Writer, *chunker) {
 		return h, nil
 	}
 	c := newChunker(o.chunkSize, nil)
-	return io.MultiWriter(h, c), c
+	return parallelHashes{h, c}, c
 }

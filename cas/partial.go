@@ -170,7 +170,7 @@ func (p *Partial) load(ctx context.Context) error {
 	}
 	var hw io.Writer = p.h
 	if p.ch != nil {
-		hw = io.MultiWriter(p.h, p.ch)
+		hw = parallelHashes{p.h, p.ch}
 	}
 	n, err := copyHashed(ctx, nil, io.NewSectionReader(p.f, 0, size), hw, 0, -1, nil)
 	if err != nil {
@@ -337,7 +337,7 @@ func (p *Partial) Append(ctx context.Context, r io.Reader, progress func(n int64
 func (p *Partial) appendLocked(ctx context.Context, r io.Reader, progress func(n int64)) (int64, error) {
 	var hw io.Writer = p.h
 	if p.ch != nil {
-		hw = io.MultiWriter(p.h, p.ch)
+		hw = parallelHashes{p.h, p.ch}
 	}
 	n, err := copyHashed(ctx, p.f, r, hw, p.off, p.size, progress)
 	p.off += n
