@@ -79,7 +79,7 @@ soak:
 bench: deps static
 	$(GO) test -run '^$$' -bench . -skip '^BenchmarkInflateClusters$$' -benchmem -benchtime 3x ./qcow2/... ./cas/...
 	$(GO) test -run '^$$' -bench '^BenchmarkInflateClusters$$' -count 5 -timeout 30m ./qcow2/ | tee bin/inflate-bench.txt
-	INFLATE_BENCH=bin/inflate-bench.txt bench/run.sh $(BIN)
+	INFLATE_BENCH=$(CURDIR)/bin/inflate-bench.txt bench/run.sh $(BIN)
 
 # Every fuzz target for FUZZTIME each; a summary line per target
 # (executions, executions a second, corpus size), logs in bin/fuzz/. A
