@@ -401,7 +401,8 @@ const (
 // runTool runs one tool, sending its output lines to opts.Progress and
 // keeping the last ones for the error. A non-zero launchTimeout stops the
 // tool with errLaunchHung when its appliance has not started by then: when
-// no line follows virt-customize's first step ("Examining the guest").
+// no line has followed its first one (virt-customize's "Examining the
+// guest").
 func runTool(ctx context.Context, tool string, args []string, opts Options, launchTimeout time.Duration) error {
 	name := filepath.Base(tool)
 	var hung atomic.Bool
@@ -442,11 +443,15 @@ func runTool(ctx context.Context, tool string, args []string, opts Options, laun
 		scanErr = func() (err error) {
 			defer panics.Recover(&err, ErrInternal, func() string { return "reading the output of " + name })
 			scanLines(pr, func(line string) {
-				// The line after the first step means the appliance runs.
+				// virt-customize prints its first step ("Examining the
+				// guest") before it starts the appliance, and the next one
+				// once the appliance runs. Any line counts, whatever the
+				// version's words: more lines before the launch only stop
+				// the watchdog early, never a build that runs.
 				if examining {
 					launched()
 				}
-				examining = examining || strings.Contains(line, "Examining the guest")
+				examining = true
 				tail.add(line)
 				if opts.Progress != nil {
 					opts.Progress(line)

@@ -402,3 +402,26 @@ func requireTCGRetry(t *testing.T, log, vc, vs string, got *lines) {
 		t.Error("no notice of the retry")
 	}
 }
+
+// Once a line has followed the first one, the appliance runs: the
+// watchdog is off, however long the rest of the run is silent.
+func TestRunLaunchedIsNotStopped(t *testing.T) {
+	work := t.TempDir()
+	log := filepath.Join(work, "log")
+	vc := script(t, work, "virt-customize", `echo "$0 settings=$LIBGUESTFS_BACKEND_SETTINGS" >>`+log+`
+echo '[   0.0] Examining the guest ...'
+echo '[   1.0] Setting a random seed'
+sleep 1
+echo '[   9.0] Finishing off'`)
+	vs := script(t, work, "virt-sparsify", `echo "$0 settings=$LIBGUESTFS_BACKEND_SETTINGS" >>`+log)
+	plan, _ := NewPlan([]Task{{Kind: KindRun, Command: "true"}})
+	t.Setenv("LIBGUESTFS_BACKEND_SETTINGS", "")
+	err := Run(context.Background(), newOverlay(t, work), plan, Options{
+		Tools: Tools{VirtCustomize: vc, VirtSparsify: vs}, LaunchTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(log); string(b) != vc+" settings=\n"+vs+" settings=\n" {
+		t.Errorf("runs:\n%s\nwant one of each, with KVM", b)
+	}
+}
