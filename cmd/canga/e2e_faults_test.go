@@ -299,14 +299,7 @@ func TestKilledAtAnyMoment(t *testing.T) {
 				}
 			},
 			reset: func(t *testing.T) {
-				// A cache is written by pull alone: forget the blobs the way
-				// a cache that never had them looks.
-				bd := filepath.Join(cache, "blobs", "sha256")
-				for _, n := range dirNames(t, bd) {
-					if err := os.Remove(filepath.Join(bd, n)); err != nil {
-						t.Fatal(err)
-					}
-				}
+				forgetCacheBlobs(t, cache)
 				// A run killed while it stored a chunk list leaves its temp
 				// file, which no later pull takes up (a partial download
 				// is taken up): what a crash leaves is gc's (SPEC §2).
@@ -694,12 +687,7 @@ func TestFullDiskAtEveryStepOfCopies(t *testing.T) {
 				remRequireGoodBlobs(t, cache)
 			},
 			reset: func(t *testing.T) {
-				bd := filepath.Join(cache, "blobs", "sha256")
-				for _, n := range dirNames(t, bd) {
-					if err := os.Remove(filepath.Join(bd, n)); err != nil {
-						t.Fatal(err)
-					}
-				}
+				forgetCacheBlobs(t, cache)
 				ok(t, home, "gc", remName)
 			},
 		})
@@ -822,4 +810,16 @@ func TestReadOnlyRepositoryCopies(t *testing.T) {
 	}
 	// The writable repository next to them still takes writes.
 	ok(t, home, "tag", "still-writable", "other:unrelated")
+}
+
+// forgetCacheBlobs removes every blob of a remote's cache: a cache is
+// written by pull alone, so this is how a cache that never had them looks.
+func forgetCacheBlobs(t *testing.T, cache string) {
+	t.Helper()
+	bd := filepath.Join(cache, "blobs", "sha256")
+	for _, n := range dirNames(t, bd) {
+		if err := os.Remove(filepath.Join(bd, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
