@@ -119,20 +119,29 @@ for cs in $sizes; do
 done
 [ -n "$best" ] || { echo "lazy.sh: 1048576 must be among LAZY_CHUNK_SIZES" >&2; exit 1; }
 
+# first_byte_vs_pull NAME: into ttfb_s and pull_s, the seconds to the first
+# byte of the export on a cold cache, and of a pull of the whole chain, from
+# the remote on $port.
+first_byte_vs_pull() {
+	local t0 t1
+	home=$(consumer "ttfb$1")
+	t0=$(now)
+	nbd "$home"
+	wait_nbd "$home"
+	t1=$(now)
+	stop_nbd
+	ttfb_s=$(elapsed "$t0" "$t1")
+	home=$(consumer "pull$1")
+	t0=$(now)
+	CANGA_HOME=$home "$canga" -q pull pub:child
+	t1=$(now)
+	pull_s=$(elapsed "$t0" "$t1")
+}
+
 echo "== chunk size 1 MiB: first byte of the export vs pull of the chain" >&2
 port=$best
-home=$(consumer ttfb)
-t0=$(now)
-nbd "$home"
-wait_nbd "$home"
-t1=$(now)
-stop_nbd
-ttfb=$(elapsed "$t0" "$t1")
-home=$(consumer pull)
-t0=$(now)
-CANGA_HOME=$home "$canga" -q pull pub:child
-t1=$(now)
-pull=$(elapsed "$t0" "$t1")
+first_byte_vs_pull ""
+ttfb=$ttfb_s pull=$pull_s
 r_ttfb=$(ratio "$ttfb" "$pull")
 echo "  first byte $ttfb s, pull $pull s" >&2
 
@@ -169,18 +178,8 @@ NGINX
 	pids+=($!)
 	for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$nport/index.yaml" && break; sleep 0.1; done
 	port=$nport
-	home=$(consumer ttfb-slow)
-	t0=$(now)
-	nbd "$home"
-	wait_nbd "$home"
-	t1=$(now)
-	stop_nbd
-	sttfb=$(elapsed "$t0" "$t1")
-	home=$(consumer pull-slow)
-	t0=$(now)
-	CANGA_HOME=$home "$canga" -q pull pub:child
-	t1=$(now)
-	spull=$(elapsed "$t0" "$t1")
+	first_byte_vs_pull -slow
+	sttfb=$ttfb_s spull=$pull_s
 	r_sttfb=$(ratio "$sttfb" "$spull")
 	echo "  first byte $sttfb s, pull $spull s" >&2
 	slow="| the same from nginx with \`limit_rate\` 100 Mbit/s per connection | $sttfb s | $spull s | $r_sttfb | <= 0.1 | $(verdict "$r_sttfb" 0.1) |"
