@@ -81,21 +81,11 @@ bench: deps static
 	$(GO) test -run '^$$' -bench '^BenchmarkInflateClusters$$' -count 5 -timeout 30m ./qcow2/ | tee bin/inflate-bench.txt
 	INFLATE_BENCH=$(CURDIR)/bin/inflate-bench.txt bench/run.sh $(BIN)
 
-# Every fuzz target for FUZZTIME each; a summary line per target
-# (executions, executions a second, corpus size), logs in bin/fuzz/. A
-# crasher fails the run and is written to the package's testdata/fuzz,
-# where it stays as a seed.
+# Every fuzz target for FUZZTIME each, FUZZJOBS at a time (default 1); a
+# summary line per target, logs in bin/fuzz/ (see scripts/fuzz.sh).
+FUZZJOBS ?= 1
 fuzz:
-	@mkdir -p bin/fuzz; failed=0; \
-	for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    log=bin/fuzz/$$(echo $${pkg#*/canga/} | tr / -)-$$f.log; \
-	    if $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg >$$log 2>&1; \
-	    then res=ok; else res=FAIL; failed=1; fi; \
-	    awk -v t="$$pkg $$f" -v r=$$res -f scripts/fuzz-summary.awk $$log; \
-	  done; \
-	done; \
-	if [ $$failed = 1 ]; then echo "fuzz: failures, see bin/fuzz/*.log"; exit 1; fi
+	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME) FUZZJOBS=$(FUZZJOBS) scripts/fuzz.sh $(FUZZPKGS)
 
 demo: deps static
 	scripts/demo.sh $(BIN)
