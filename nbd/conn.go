@@ -38,6 +38,10 @@ type conn struct {
 
 	lim     limiter
 	workers sync.WaitGroup
+
+	// Set by the handshake, read-only after it: structured replies
+	// negotiated, and base:allocation selected.
+	structured, allocation bool
 }
 
 // serveConn serves one connection until the client leaves, breaks the
@@ -267,15 +271,86 @@ func (c *conn) handshake() (bool, error) {
 			if opt == optGo {
 				return true, bw.Flush()
 			}
+		case optStructuredReply:
+			if n != 0 {
+				r.reply(repErrInvalid, []byte("NBD_OPT_STRUCTURED_REPLY takes no data"))
+				break
+			}
+			c.structured = true
+			r.reply(repAck, nil)
+		case optListMetaContext, optSetMetaContext:
+			c.metaContext(&r, data)
 		default:
-			// Structured replies, metadata contexts and extended headers
-			// among others: the client falls back to what is above.
+			// Extended headers among others: the client falls back to
+			// what is above.
 			r.reply(repErrUnsup, nil)
 		}
 		if err := bw.Flush(); err != nil {
 			return false, err
 		}
 	}
+}
+
+// metaContext answers NBD_OPT_LIST_META_CONTEXT and
+// NBD_OPT_SET_META_CONTEXT. The only context is base:allocation, offered
+// when the server has an AllocationFunc; a SET replaces the selection.
+func (c *conn) metaContext(r *optReplier, data []byte) {
+	name, queries, ok := parseMetaRequest(data)
+	switch {
+	case !c.structured:
+		r.reply(repErrInvalid, []byte("metadata contexts need structured replies: send NBD_OPT_STRUCTURED_REPLY first"))
+		return
+	case !ok:
+		r.reply(repErrInvalid, []byte("malformed metadata context request"))
+		return
+	case !c.s.serves(name):
+		r.reply(repErrUnknown, fmt.Appendf(nil, "no export named %q", trim(name)))
+		return
+	}
+	list := r.opt == optListMetaContext
+	match := c.s.o.allocation != nil && list && len(queries) == 0
+	for _, q := range queries {
+		// A list may ask for a whole namespace.
+		match = match || c.s.o.allocation != nil && (q == metaBaseAllocation || list && q == "base:")
+	}
+	id := uint32(0) // the specification reserves 0 for lists
+	if !list {
+		c.allocation = match
+		id = baseAllocationID
+	}
+	if match {
+		r.reply(repMetaContext, append(be.AppendUint32(nil, id), metaBaseAllocation...))
+	}
+	r.reply(repAck, nil)
+}
+
+// parseMetaRequest parses the data of the metadata context options: a
+// 32-bit name length, the name, a 32-bit count of queries and the queries,
+// each a 32-bit length and a string, with nothing after them.
+func parseMetaRequest(data []byte) (name string, queries []string, ok bool) {
+	if len(data) < 8 {
+		return "", nil, false
+	}
+	n := be.Uint32(data)
+	if uint64(n) > uint64(len(data)-8) {
+		return "", nil, false
+	}
+	name = string(data[4 : 4+n])
+	rest := data[4+n:]
+	count := be.Uint32(rest)
+	rest = rest[4:]
+	if uint64(count) > uint64(len(rest)/4) { // each query takes 4 bytes at least
+		return "", nil, false
+	}
+	for range count {
+		if len(rest) < 4 || uint64(be.Uint32(rest)) > uint64(len(rest)-4) {
+			return "", nil, false
+		}
+		l := be.Uint32(rest)
+		queries = append(queries, string(rest[4:4+l]))
+		rest = rest[4+l:]
+	}
+	return name, queries, len(rest) == 0
 }
 
 // serves reports whether name reaches the export.

@@ -9,6 +9,7 @@ const (
 	optReplyMagic    = 0x0003e889045565a9 // before every option reply
 	requestMagic     = 0x25609513         // NBD_REQUEST_MAGIC
 	simpleReplyMagic = 0x67446698         // NBD_SIMPLE_REPLY_MAGIC
+	chunkReplyMagic  = 0x668e33ef         // NBD_STRUCTURED_REPLY_MAGIC
 )
 
 // Handshake flags (server) and client flags.
@@ -31,24 +32,27 @@ const (
 
 // Options.
 const (
-	optExportName      = 1 // NBD_OPT_EXPORT_NAME
-	optAbort           = 2 // NBD_OPT_ABORT
-	optList            = 3 // NBD_OPT_LIST
-	optStartTLS        = 5 // NBD_OPT_STARTTLS
-	optInfo            = 6 // NBD_OPT_INFO
-	optGo              = 7 // NBD_OPT_GO
-	optStructuredReply = 8 // NBD_OPT_STRUCTURED_REPLY: answered NBD_REP_ERR_UNSUP
+	optExportName      = 1  // NBD_OPT_EXPORT_NAME
+	optAbort           = 2  // NBD_OPT_ABORT
+	optList            = 3  // NBD_OPT_LIST
+	optStartTLS        = 5  // NBD_OPT_STARTTLS
+	optInfo            = 6  // NBD_OPT_INFO
+	optGo              = 7  // NBD_OPT_GO
+	optStructuredReply = 8  // NBD_OPT_STRUCTURED_REPLY
+	optListMetaContext = 9  // NBD_OPT_LIST_META_CONTEXT
+	optSetMetaContext  = 10 // NBD_OPT_SET_META_CONTEXT
 )
 
 // Option reply types.
 const (
-	repAck        = 1         // NBD_REP_ACK
-	repServer     = 2         // NBD_REP_SERVER
-	repInfo       = 3         // NBD_REP_INFO
-	repErrUnsup   = 1<<31 + 1 // NBD_REP_ERR_UNSUP
-	repErrPolicy  = 1<<31 + 2 // NBD_REP_ERR_POLICY
-	repErrInvalid = 1<<31 + 3 // NBD_REP_ERR_INVALID
-	repErrUnknown = 1<<31 + 6 // NBD_REP_ERR_UNKNOWN
+	repAck         = 1         // NBD_REP_ACK
+	repServer      = 2         // NBD_REP_SERVER
+	repInfo        = 3         // NBD_REP_INFO
+	repMetaContext = 4         // NBD_REP_META_CONTEXT
+	repErrUnsup    = 1<<31 + 1 // NBD_REP_ERR_UNSUP
+	repErrPolicy   = 1<<31 + 2 // NBD_REP_ERR_POLICY
+	repErrInvalid  = 1<<31 + 3 // NBD_REP_ERR_INVALID
+	repErrUnknown  = 1<<31 + 6 // NBD_REP_ERR_UNKNOWN
 )
 
 // Information types of NBD_REP_INFO.
@@ -67,11 +71,32 @@ const (
 	cmdFlush       = 3 // NBD_CMD_FLUSH
 	cmdTrim        = 4 // NBD_CMD_TRIM
 	cmdWriteZeroes = 6 // NBD_CMD_WRITE_ZEROES
+	cmdBlockStatus = 7 // NBD_CMD_BLOCK_STATUS
 
 	// cmdFlagFUA is accepted (and ignored) on any command: the
 	// specification notes that existing clients set it even where it
 	// means nothing, and nothing is ever written here.
 	cmdFlagFUA = 1 << 0
+	// cmdFlagReqOne asks NBD_CMD_BLOCK_STATUS for one extent only.
+	cmdFlagReqOne = 1 << 3
+)
+
+// Structured replies: each is one chunk here, flagged as the last.
+const (
+	replyFlagDone        = 1 << 0    // NBD_REPLY_FLAG_DONE
+	replyTypeNone        = 0         // NBD_REPLY_TYPE_NONE
+	replyTypeOffsetData  = 1         // NBD_REPLY_TYPE_OFFSET_DATA
+	replyTypeBlockStatus = 5         // NBD_REPLY_TYPE_BLOCK_STATUS
+	replyTypeError       = 1<<15 + 1 // NBD_REPLY_TYPE_ERROR
+)
+
+// The one metadata context served: base:allocation, whose extents carry
+// NBD_STATE_HOLE and NBD_STATE_ZERO. Its ID is the server's choice.
+const (
+	metaBaseAllocation = "base:allocation"
+	baseAllocationID   = 1
+	stateHole          = 1 << 0 // NBD_STATE_HOLE
+	stateZero          = 1 << 1 // NBD_STATE_ZERO
 )
 
 // Errors of simple replies.
@@ -86,6 +111,7 @@ const (
 	optHeaderLen     = 16 // magic, option, length
 	requestHeaderLen = 28 // magic, flags, type, handle, offset, length
 	replyHeaderLen   = 16 // magic, error, handle
+	chunkHeaderLen   = 20 // magic, flags, type, handle, length
 	zeroPadLen       = 124
 )
 
@@ -103,4 +129,11 @@ const (
 
 	// maxString is the specification's limit on names and descriptions.
 	maxString = 4096
+
+	// maxExtents bounds the descriptors of one block status reply, and
+	// maxAllocationCalls the export's answers that one request asks for;
+	// a reply that stops short of the request's end is allowed, and the
+	// client asks again from there.
+	maxExtents         = 1024
+	maxAllocationCalls = 16 << 10
 )

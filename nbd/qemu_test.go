@@ -3,6 +3,7 @@ package nbd
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -87,21 +88,76 @@ func qemu(name string, args ...string) (string, error) {
 
 func TestQemuImg(t *testing.T) {
 	d, raw := testImage(t)
+	top := d.(*qcow2.Image).Name()
 	for _, network := range []string{"unix", "tcp"} {
-		t.Run(network, func(t *testing.T) {
-			ts := serve(t, network, d, d.Size())
-			info := testkit.QemuInfo(t, ts.uri())
-			if info.VirtualSize != d.Size() || info.Format != "raw" {
-				t.Errorf("qemu-img info: %+v", info)
-			}
-			out := filepath.Join(t.TempDir(), "out.raw")
-			testkit.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", ts.uri(), out)
-			must(t, sameFiles(out, raw))
-			if st := ts.Stats(); st.BytesRead < d.Size() || st.ReadErrors != 0 {
-				t.Errorf("stats %+v", st)
-			}
-		})
+		for _, alloc := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/allocation=%v", network, alloc), func(t *testing.T) {
+				var opts []Option
+				if alloc {
+					opts = append(opts, WithAllocation(diskAllocation(d)))
+				}
+				ts := serve(t, network, d, d.Size(), opts...)
+				info := testkit.QemuInfo(t, ts.uri())
+				if info.VirtualSize != d.Size() || info.Format != "raw" {
+					t.Errorf("qemu-img info: %+v", info)
+				}
+				out := filepath.Join(t.TempDir(), "out.raw")
+				testkit.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", ts.uri(), out)
+				must(t, sameFiles(out, raw))
+				st := ts.Stats()
+				switch {
+				case st.ReadErrors != 0,
+					!alloc && st.BytesRead < d.Size(),
+					// Told where the holes are, qemu-img reads the data only.
+					alloc && (st.BlockStatus == 0 || st.BytesRead >= 16<<20):
+					t.Errorf("stats %+v", st)
+				}
+				if alloc {
+					// qemu-img map sees through the export what it sees in the chain.
+					if got, want := zeroMap(t, "raw", ts.uri()), zeroMap(t, "qcow2", top); got != want {
+						t.Errorf("qemu-img map of the export:\n%s\nof the image:\n%s", got, want)
+					}
+				}
+			})
+		}
 	}
+}
+
+// diskAllocation answers block status from a chain's extents, as canga
+// nbd does.
+func diskAllocation(d qcow2.Disk) AllocationFunc {
+	return func(off, length int64) (int64, bool, error) {
+		e, err := d.Extent(off, length)
+		return e.Length, e.ReadsZero(), err
+	}
+}
+
+// zeroMap is qemu-img map's view of an image as the ranges that read as
+// zeros without data, merged, one per line.
+func zeroMap(t *testing.T, format, image string) string {
+	out := testkit.Run(t, "qemu-img", "map", "--output=json", "-f", format, image)
+	var m []struct {
+		Start, Length int64
+		Zero, Data    bool
+	}
+	must(t, json.Unmarshal([]byte(out), &m))
+	var b strings.Builder
+	var start, end int64 = -1, -1
+	for _, e := range m {
+		if e.Zero && !e.Data {
+			if e.Start != end {
+				if start >= 0 {
+					fmt.Fprintf(&b, "%d+%d\n", start, end-start)
+				}
+				start = e.Start
+			}
+			end = e.Start + e.Length
+		}
+	}
+	if start >= 0 {
+		fmt.Fprintf(&b, "%d+%d\n", start, end-start)
+	}
+	return b.String()
 }
 
 // TestQemuConcurrentClients: qemu-img convert four times at once, and

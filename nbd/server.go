@@ -43,7 +43,7 @@ type Server struct {
 
 	pools [bits.UintSize]sync.Pool // read buffers by power-of-two size class
 
-	connections, active, requests, bytesRead, readErrors, rejected atomic.Int64
+	connections, active, requests, bytesRead, readErrors, rejected, blockStatus atomic.Int64
 }
 
 type options struct {
@@ -55,6 +55,7 @@ type options struct {
 	inFlightBytes     int64
 	preferredBlock    uint32
 	onError           func(error)
+	allocation        AllocationFunc
 }
 
 // Option configures a [Server].
@@ -104,6 +105,20 @@ func WithInFlight(requests int, bytes int64) Option {
 // they should (a chunk of a lazily fetched blob, say). The minimum block
 // size is always 1 and the maximum [MaxRequest].
 func WithPreferredBlockSize(n uint32) Option { return func(o *options) { o.preferredBlock = n } }
+
+// AllocationFunc reports how the export reads from off on: the length n
+// of the run that starts there (0 < n <= length) and whether the whole run
+// reads as zeros without being stored (a hole: unallocated, or a zero
+// cluster). Runs may be shorter than the longest true run; n bytes of data
+// where the answer is not known are always right. It is called from
+// several goroutines at once.
+type AllocationFunc func(off, length int64) (n int64, hole bool, err error)
+
+// WithAllocation has the server offer the base:allocation metadata
+// context, answered by f: NBD_CMD_BLOCK_STATUS tells clients which ranges
+// are holes, so that qemu-img convert, say, reads only the data and keeps
+// the holes sparse instead of reading zeros over the connection.
+func WithAllocation(f AllocationFunc) Option { return func(o *options) { o.allocation = f } }
 
 // OnError has f called with every error the server meets but does not
 // return: a connection ended by a protocol error, a bug or a failed write,
@@ -162,6 +177,8 @@ type Stats struct {
 	// Rejected counts the requests refused: reads out of bounds, writes,
 	// unknown commands (NBD_EINVAL or NBD_EPERM).
 	Rejected int64 `json:"rejected-requests"`
+	// BlockStatus counts the NBD_CMD_BLOCK_STATUS requests answered.
+	BlockStatus int64 `json:"block-status-requests"`
 }
 
 // Stats returns the server's counts so far.
@@ -173,6 +190,7 @@ func (s *Server) Stats() Stats {
 		BytesRead:   s.bytesRead.Load(),
 		ReadErrors:  s.readErrors.Load(),
 		Rejected:    s.rejected.Load(),
+		BlockStatus: s.blockStatus.Load(),
 	}
 }
 

@@ -70,7 +70,7 @@ func TestHandshakeOptions(t *testing.T) {
 	}
 	expect("NBD_OPT_LIST with data", optList, []byte("x"), repErrInvalid)
 	expect("NBD_OPT_STARTTLS", optStartTLS, nil, repErrPolicy)
-	expect("NBD_OPT_STRUCTURED_REPLY", optStructuredReply, nil, repErrUnsup)
+	expect("NBD_OPT_STRUCTURED_REPLY with data", optStructuredReply, []byte{1}, repErrInvalid)
 	expect("NBD_OPT_EXTENDED_HEADERS", 11, nil, repErrUnsup)
 	expect("unknown option", 0xdeadbeef, []byte("whatever"), repErrUnsup)
 	expect("NBD_OPT_INFO of 3 bytes", optInfo, []byte{0, 0, 0}, repErrInvalid)

@@ -56,6 +56,16 @@ func (c *conn) transmit() error {
 				return err
 			}
 			errno = errPerm
+		case cmdBlockStatus:
+			if errno = c.checkBlockStatus(flags, off, length); errno != 0 {
+				break
+			}
+			if !c.lim.acquire(0) {
+				return errStopped
+			}
+			c.workers.Add(1)
+			go c.blockStatus(handle, flags, int64(off), int64(length))
+			continue
 		case cmdDisc:
 			return nil // after the reads in progress, by the deferred Wait
 		case cmdFlush:
@@ -71,7 +81,15 @@ func (c *conn) transmit() error {
 		if errno != 0 {
 			c.s.rejected.Add(1)
 		}
-		if err := c.reply(handle, errno, nil); err != nil {
+		var err error
+		if typ == cmdRead && c.structured {
+			// A read is answered by a structured reply, even an empty
+			// one or a refusal, once they are negotiated.
+			err = c.replyChunk(handle, errno, replyTypeNone, nil, nil)
+		} else {
+			err = c.reply(handle, errno, nil)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -84,6 +102,78 @@ func (s *Server) checkRead(flags uint16, off uint64, length uint32) uint32 {
 		return errInval
 	}
 	return 0
+}
+
+// checkBlockStatus returns the error of a block status request that
+// cannot be served, or 0: no metadata context selected, flags other than
+// FUA and REQ_ONE, an empty range or one past the end.
+func (c *conn) checkBlockStatus(flags uint16, off uint64, length uint32) uint32 {
+	if !c.allocation || flags&^(cmdFlagFUA|cmdFlagReqOne) != 0 || length == 0 ||
+		off > uint64(c.s.size) || uint64(length) > uint64(c.s.size)-off {
+		return errInval
+	}
+	return 0
+}
+
+// blockStatus serves one block status request; it runs in its own
+// goroutine, since the export may have to fetch its metadata first.
+func (c *conn) blockStatus(handle uint64, flags uint16, off, length int64) {
+	var err error
+	defer func() {
+		c.lim.release(0)
+		if err != nil {
+			c.fail(err)
+		}
+		c.workers.Done()
+	}()
+	defer panics.Recover(&err, ErrInternal, func() string { return fmt.Sprintf("serving the block status of %d bytes at offset %d", length, off) })
+	ext, serr := c.s.extents(off, length, flags&cmdFlagReqOne != 0)
+	if serr != nil {
+		c.s.readErrors.Add(1)
+		c.s.report(fmt.Errorf("nbd: %s: the block status of %d bytes at offset %d: %w", c.name, length, off, serr))
+		err = c.replyChunk(handle, errIO, replyTypeNone, nil, nil)
+		return
+	}
+	if err = c.replyChunk(handle, 0, replyTypeBlockStatus, ext, nil); err == nil {
+		c.s.blockStatus.Add(1)
+	}
+}
+
+// extents is the payload of a block status reply for [off, off+length):
+// the context ID, then descriptors (length, flags) from off on, adjacent
+// runs of one kind merged, one descriptor only if one is set. It may stop
+// short of the end (see maxExtents).
+func (s *Server) extents(off, length int64, one bool) (b []byte, err error) {
+	defer panics.Recover(&err, ErrInternal, func() string { return fmt.Sprintf("asking the export for the allocation at offset %d", off) })
+	b = be.AppendUint32(make([]byte, 0, 64), baseAllocationID)
+	var last uint32
+	count := 0
+	for end, calls := off+length, 0; off < end && calls < maxAllocationCalls; calls++ {
+		n, hole, err := s.o.allocation(off, end-off)
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 || n > end-off {
+			return nil, fmt.Errorf("the export reports a run of %d bytes at offset %d, asked for at most %d", n, off, end-off)
+		}
+		var flags uint32
+		if hole {
+			flags = stateHole | stateZero
+		}
+		if count > 0 && flags == last {
+			i := len(b) - 8 // n < 2^32: the request's length is 32 bits
+			be.PutUint32(b[i:], be.Uint32(b[i:])+uint32(n))
+		} else {
+			if count > 0 && (one || count == maxExtents) {
+				break
+			}
+			b = be.AppendUint32(be.AppendUint32(b, uint32(n)), flags)
+			last = flags
+			count++
+		}
+		off += n
+	}
+	return b, nil
 }
 
 // read serves one read request; it runs in its own goroutine.
@@ -102,10 +192,19 @@ func (c *conn) read(handle uint64, off int64, n int) {
 	if rerr := c.s.readAt(buf, off); rerr != nil {
 		c.s.readErrors.Add(1)
 		c.s.report(fmt.Errorf("nbd: %s: reading %d bytes at offset %d: %w", c.name, n, off, rerr))
-		err = c.reply(handle, errIO, nil)
+		if c.structured {
+			err = c.replyChunk(handle, errIO, replyTypeNone, nil, nil)
+		} else {
+			err = c.reply(handle, errIO, nil)
+		}
 		return
 	}
-	if err = c.reply(handle, 0, buf); err == nil {
+	if c.structured {
+		err = c.replyChunk(handle, 0, replyTypeOffsetData, be.AppendUint64(nil, uint64(off)), buf)
+	} else {
+		err = c.reply(handle, 0, buf)
+	}
+	if err == nil {
 		c.s.bytesRead.Add(int64(n))
 	}
 }
@@ -124,20 +223,40 @@ func (s *Server) readAt(p []byte, off int64) (err error) {
 	return err
 }
 
-// reply writes a simple reply, with data for a successful read. After a
-// failed write the connection is dead and every reply fails the same way.
+// reply writes a simple reply, with data for a successful read.
 func (c *conn) reply(handle uint64, errno uint32, data []byte) error {
+	var h [replyHeaderLen]byte
+	be.PutUint32(h[0:], simpleReplyMagic)
+	be.PutUint32(h[4:], errno)
+	be.PutUint64(h[8:], handle)
+	return c.send(net.Buffers{h[:], data})
+}
+
+// replyChunk writes a structured reply of one chunk: an error chunk when
+// errno is not 0, else a chunk of type typ whose payload is head and data.
+func (c *conn) replyChunk(handle uint64, errno uint32, typ uint16, head, data []byte) error {
+	if errno != 0 {
+		// The error, and a message of no bytes.
+		typ, head, data = replyTypeError, be.AppendUint16(be.AppendUint32(nil, errno), 0), nil
+	}
+	var h [chunkHeaderLen]byte
+	be.PutUint32(h[0:], chunkReplyMagic)
+	be.PutUint16(h[4:], replyFlagDone)
+	be.PutUint16(h[6:], typ)
+	be.PutUint64(h[8:], handle)
+	be.PutUint32(h[16:], uint32(len(head)+len(data)))
+	return c.send(net.Buffers{h[:], head, data})
+}
+
+// send writes one whole reply. After a failed write the connection is dead
+// and every reply fails the same way.
+func (c *conn) send(bufs net.Buffers) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.ferr != nil {
 		return c.ferr
 	}
-	var h [replyHeaderLen]byte
-	be.PutUint32(h[0:], simpleReplyMagic)
-	be.PutUint32(h[4:], errno)
-	be.PutUint64(h[8:], handle)
 	c.armWrite()
-	bufs := net.Buffers{h[:], data}
 	if _, err := bufs.WriteTo(c.nc); err != nil {
 		c.ferr = fmt.Errorf("writing a reply: %w", err)
 		c.nc.Close()

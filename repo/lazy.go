@@ -75,6 +75,16 @@ func (li *LazyImage) Stats() LazyStats {
 	}
 }
 
+// Allocation reports the run of the image's content that starts at off,
+// at most length bytes: its length and whether it reads as zeros without
+// being stored (unallocated in the whole chain, or zero clusters). It
+// reads the chain's tables, fetching their chunks if need be, never its
+// data: what canga nbd answers NBD_CMD_BLOCK_STATUS with.
+func (li *LazyImage) Allocation(off, length int64) (int64, bool, error) {
+	e, err := li.Disk.Extent(off, length)
+	return e.Length, e.ReadsZero(), err
+}
+
 // Missing is how many bytes of the chain's blobs are not here yet.
 func (li *LazyImage) Missing() int64 {
 	var n int64

@@ -52,7 +52,8 @@ func (c *nbdCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	srv, err := nbd.New(li.Disk, li.Size, nbd.WithName(""), nbd.WithDescription("canga image "+string(id)))
+	srv, err := nbd.New(li.Disk, li.Size, nbd.WithName(""), nbd.WithDescription("canga image "+string(id)),
+		nbd.WithAllocation(li.Allocation))
 	if err != nil {
 		ln.Close()
 		return err
