@@ -171,8 +171,8 @@ type Stats struct {
 	Requests int64 `json:"requests"`
 	// BytesRead is how many bytes of the export were sent in replies.
 	BytesRead int64 `json:"bytes-read"`
-	// ReadErrors counts the reads of the export that failed (answered
-	// NBD_EIO).
+	// ReadErrors counts the reads and block status requests of the export
+	// that failed (answered NBD_EIO).
 	ReadErrors int64 `json:"read-errors"`
 	// Rejected counts the requests refused: reads out of bounds, writes,
 	// unknown commands (NBD_EINVAL or NBD_EPERM).
