@@ -23,8 +23,8 @@ import (
 // reads on past the full cluster the way zlib does. FuzzInflate holds it to
 // zlib itself. It is also about 1.8 times as fast as
 // klauspost/compress/flate's pooled reader on real clusters
-// (BenchmarkInflateClusters; bench/RESULTS.md), which the issue that
-// weighed the two asked of it (1.5 times at least) for it to be kept.
+// (BenchmarkInflateClusters; bench/RESULTS.md): below 1.5 times, the
+// library would be the better choice.
 
 var (
 	errInflateCorrupt   = errors.New("corrupt deflate stream")
