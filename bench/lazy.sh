@@ -127,6 +127,10 @@ first_byte_vs_pull() {
 	home=$(consumer "ttfb$1")
 	t0=$(now)
 	nbd "$home"
+	# The client starts once canga nbd listens (its socket appears), not
+	# on a timer: a client polling with qemu-io would add its own start
+	# time to each miss.
+	until [ -S "$home/nbd.sock" ]; do sleep 0.002; done
 	wait_nbd "$home"
 	t1=$(now)
 	stop_nbd

@@ -27,6 +27,12 @@ var bufPool = sync.Pool{New: func() any {
 // two startWriteback calls.
 const writebackEvery = 8 << 20
 
+// pipelineDepth is how many buffers copyHashed keeps in flight: the
+// hashers may fall this many buffers behind the reader before it waits.
+// Two would do on an idle machine; with the server and the hashers
+// sharing two cores, the scheduler's jitter stalls a short pipeline.
+const pipelineDepth = 4
+
 // copyHashed copies r into w (w may be nil: hash only) and h, in chunks of up
 // to bufSize. start is the number of bytes already behind r (a resumed
 // download) and limit, when >= 0, the total the data must not exceed: reading
@@ -37,33 +43,43 @@ const writebackEvery = 8 << 20
 // hashed.
 //
 // Hashing (the blob's digest and, with a chunk list, a second SHA-256 of
-// every chunk) costs about as much as reading and writing, so it runs on
-// another goroutine, one buffer behind: on two cores a download goes at
-// the speed of the slower of the two, not of their sum.
+// every chunk) costs about as much as reading and writing, so each hash
+// runs on a goroutine of its own, up to pipelineDepth buffers behind the
+// reader: on two cores a download goes at the speed of the slowest of
+// them, not of their sum.
 func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, start, limit int64, progress func(int64)) (n int64, err error) {
-	bufs := [2]*[]byte{bufPool.Get().(*[]byte), bufPool.Get().(*[]byte)}
-	defer bufPool.Put(bufs[0])
-	defer bufPool.Put(bufs[1])
-	// Each hasher takes a buffer from its channel and is done with it when
-	// it takes the next one (the channels are unbuffered), so the reader
-	// may fill a buffer again once it has handed the other to all.
 	hs, ok := h.(parallelHashes)
 	if !ok {
 		hs = parallelHashes{h}
 	}
-	toHash := make([]chan []byte, len(hs))
+	// A buffer is free again once every hasher is done with it: the last
+	// one to finish it hands it back.
+	type job struct {
+		buf     *[]byte
+		n       int
+		pending *atomic.Int32
+	}
+	free := make(chan *[]byte, pipelineDepth)
+	for range pipelineDepth {
+		free <- bufPool.Get().(*[]byte)
+	}
+	toHash := make([]chan job, len(hs))
 	hashed := make(chan error, len(hs))
 	var hashFailed atomic.Bool
 	for i, h := range hs {
-		toHash[i] = make(chan []byte)
+		toHash[i] = make(chan job, pipelineDepth)
 		go func() {
 			var herr error
-			for b := range toHash[i] {
-				if herr != nil {
-					continue // drain: the reader stops at its next buffer
+			for j := range toHash[i] {
+				if herr == nil {
+					// After an error, only drain: the reader stops at
+					// its next buffer.
+					if herr = hashBuffer(h, (*j.buf)[:j.n]); herr != nil {
+						hashFailed.Store(true)
+					}
 				}
-				if herr = hashBuffer(h, b); herr != nil {
-					hashFailed.Store(true)
+				if j.pending.Add(-1) == 0 {
+					free <- j.buf
 				}
 			}
 			hashed <- herr
@@ -79,6 +95,10 @@ func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, star
 				herrs = append(herrs, herr)
 			}
 		}
+		// Every buffer is back once the hashers are done.
+		for range pipelineDepth {
+			bufPool.Put(<-free)
+		}
 		if len(herrs) > 0 {
 			err = errors.Join(append([]error{err}, herrs...)...)
 		}
@@ -86,14 +106,15 @@ func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, star
 
 	f, _ := w.(*os.File)
 	var unsynced int64
-	for i := 0; ; i ^= 1 {
+	for {
 		if err := ctx.Err(); err != nil {
 			return n, err
 		}
 		if hashFailed.Load() {
 			return n, nil // the deferred wait returns the hasher's error
 		}
-		buf := *bufs[i]
+		bp := <-free
+		buf := *bp
 		// ReadFull fills the buffer so that the writes are big however small
 		// the reader's chunks are.
 		m, rerr := io.ReadFull(r, buf)
@@ -101,16 +122,22 @@ func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, star
 			rerr = io.EOF
 		}
 		if limit >= 0 && start+n+int64(m) > limit {
+			free <- bp
 			return n, &SizeMismatchError{Expected: limit, Actual: start + n + int64(m), Longer: true}
 		}
-		if m > 0 {
+		if m == 0 {
+			free <- bp
+		} else {
 			if w != nil {
 				if _, err := w.Write(buf[:m]); err != nil {
+					free <- bp
 					return n, err
 				}
 			}
+			pending := new(atomic.Int32)
+			pending.Store(int32(len(toHash)))
 			for _, c := range toHash {
-				c <- buf[:m]
+				c <- job{buf: bp, n: m, pending: pending}
 			}
 			n += int64(m)
 			if unsynced += int64(m); f != nil && unsynced >= writebackEvery {
