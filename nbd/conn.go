@@ -328,15 +328,10 @@ func (c *conn) metaContext(r *optReplier, data []byte) {
 // 32-bit name length, the name, a 32-bit count of queries and the queries,
 // each a 32-bit length and a string, with nothing after them.
 func parseMetaRequest(data []byte) (name string, queries []string, ok bool) {
-	if len(data) < 8 {
+	name, rest, ok := splitName(data, 4)
+	if !ok {
 		return "", nil, false
 	}
-	n := be.Uint32(data)
-	if uint64(n) > uint64(len(data)-8) {
-		return "", nil, false
-	}
-	name = string(data[4 : 4+n])
-	rest := data[4+n:]
 	count := be.Uint32(rest)
 	rest = rest[4:]
 	if uint64(count) > uint64(len(rest)/4) { // each query takes 4 bytes at least
@@ -364,19 +359,27 @@ func trim(s string) string {
 	return s
 }
 
+// splitName splits option data that starts with a 32-bit name length and
+// the name, and must have at least after bytes after the name.
+func splitName(data []byte, after int) (string, []byte, bool) {
+	if len(data) < 4+after {
+		return "", nil, false
+	}
+	n := be.Uint32(data)
+	if uint64(n) > uint64(len(data)-4-after) {
+		return "", nil, false
+	}
+	return string(data[4 : 4+n]), data[4+n:], true
+}
+
 // parseInfoRequest parses the data of NBD_OPT_INFO and NBD_OPT_GO: a
 // 32-bit name length, the name, a 16-bit count of information requests
 // and the requests, 16 bits each, with nothing after them.
 func parseInfoRequest(data []byte) (name string, infos []uint16, ok bool) {
-	if len(data) < 6 {
+	name, rest, ok := splitName(data, 2)
+	if !ok {
 		return "", nil, false
 	}
-	n := be.Uint32(data)
-	if uint64(n) > uint64(len(data)-6) {
-		return "", nil, false
-	}
-	name = string(data[4 : 4+n])
-	rest := data[4+n:]
 	count := int(be.Uint16(rest))
 	rest = rest[2:]
 	if len(rest) != 2*count {

@@ -124,6 +124,27 @@ func (c *client) optReplies(opt uint32, data []byte) ([]optReply, error) {
 	}
 }
 
+type option struct {
+	opt  uint32
+	data []byte
+}
+
+// negotiate dials and runs a handshake that sends opts in turn, then
+// NBD_OPT_GO, and hands the replies of each to check.
+func (ts *testServer) negotiate(t *testing.T, check func(opt uint32, replies []optReply), opts ...option) *client {
+	t.Helper()
+	c := ts.dial(t)
+	_, err := c.hello()
+	must(t, err)
+	must(t, c.flags(flagCFixedNewstyle|flagCNoZeroes))
+	for _, o := range append(opts, option{optGo, infoBytes("")}) {
+		r, err := c.optReplies(o.opt, o.data)
+		must(t, err)
+		check(o.opt, r)
+	}
+	return c
+}
+
 func metaContextReply(id uint32) []byte {
 	return append(be.AppendUint32(nil, id), metaBaseAllocation...)
 }
@@ -260,20 +281,11 @@ func TestBlockStatusCapped(t *testing.T) {
 	const size = 2 * maxExtents * holeBlock
 	h := &holes{size: size}
 	ts := serve(t, "tcp", h, size, WithAllocation(h.allocation))
-	c := ts.dial(t)
-	_, err := c.hello()
-	must(t, err)
-	must(t, c.flags(flagCFixedNewstyle|flagCNoZeroes))
-	for _, o := range []struct {
-		opt  uint32
-		data []byte
-	}{{optStructuredReply, nil}, {optSetMetaContext, metaBytes("", metaBaseAllocation)}, {optGo, infoBytes("")}} {
-		r, err := c.optReplies(o.opt, o.data)
-		must(t, err)
+	c := ts.negotiate(t, func(opt uint32, r []optReply) {
 		if r[len(r)-1].typ != repAck {
-			t.Fatalf("option %d: %+v", o.opt, r)
+			t.Fatalf("option %d: %+v", opt, r)
 		}
-	}
+	}, option{optStructuredReply, nil}, option{optSetMetaContext, metaBytes("", metaBaseAllocation)})
 	must(t, c.request(cmdBlockStatus, 0, 1, 0, size-1))
 	ch, err := c.chunk()
 	must(t, err)
@@ -297,22 +309,13 @@ func statusBytes(d []uint32) []byte {
 // select, block status is EINVAL, and reads are still structured.
 func TestNoAllocation(t *testing.T) {
 	ts := serve(t, "unix", pattern(testSize), testSize)
-	c := ts.dial(t)
-	_, err := c.hello()
-	must(t, err)
-	must(t, c.flags(flagCFixedNewstyle|flagCNoZeroes))
-	for _, o := range []struct {
-		opt  uint32
-		data []byte
-	}{{optStructuredReply, nil}, {optListMetaContext, metaBytes("")}, {optSetMetaContext, metaBytes("", metaBaseAllocation)}, {optGo, infoBytes("")}} {
-		r, err := c.optReplies(o.opt, o.data)
-		must(t, err)
+	c := ts.negotiate(t, func(opt uint32, r []optReply) {
 		for i, x := range r {
 			if x.typ == repMetaContext || i == len(r)-1 && x.typ != repAck {
-				t.Fatalf("option %d: %+v, want no context and NBD_REP_ACK", o.opt, r)
+				t.Fatalf("option %d: %+v, want no context and NBD_REP_ACK", opt, r)
 			}
 		}
-	}
+	}, option{optStructuredReply, nil}, option{optListMetaContext, metaBytes("")}, option{optSetMetaContext, metaBytes("", metaBaseAllocation)})
 	must(t, c.request(cmdBlockStatus, 0, 1, 0, 512))
 	r, err := c.reply(func(uint64) int { return 0 })
 	must(t, err)

@@ -256,6 +256,20 @@ func (br *bitReader) bits(n uint) uint32 {
 	return v
 }
 
+// entry reads the code of one symbol and returns its entry in table,
+// whose main part has tableBits bits, going through a subtable if need be.
+func (br *bitReader) entry(table []uint32, tableBits uint) uint32 {
+	e := table[br.buf&(1<<tableBits-1)]
+	if e&entSubtable != 0 {
+		br.buf >>= tableBits
+		br.n -= tableBits
+		e = table[e>>16+uint32(br.buf&(1<<(e>>12&0xf)-1))]
+	}
+	br.buf >>= e & 63
+	br.n -= uint(e & entLenMask)
+	return e
+}
+
 // overrun reports whether decoding used bits that the input does not have.
 func (br *bitReader) overrun() bool { return br.over*8 > int(br.n) }
 
@@ -583,14 +597,9 @@ func copyNear(dst []byte, o, distance, length int) {
 // end of the block, and stop or an error as decodeBlock does.
 func decodeSymbol(br *bitReader, dst []byte, o int, litlen, dist []uint32) (int, bool, error) {
 	br.refill()
-	e := litlen[br.buf&(1<<litlenTableBits-1)]
-	if e&entSubtable != 0 {
-		br.buf >>= litlenTableBits
-		br.n -= litlenTableBits
-		e = litlen[e>>16+uint32(br.buf&(1<<(e>>12&0xf)-1))]
-	}
-	br.buf >>= e & entLenMask
-	br.n -= uint(e & entLenMask)
+	// 56 bits are ready: enough for a length code with its extra bits (20)
+	// and a distance code with its extra bits (28).
+	e := br.entry(litlen, litlenTableBits)
 	if br.overrun() {
 		return o, false, errInflateTruncated
 	}
@@ -607,19 +616,8 @@ func decodeSymbol(br *bitReader, dst []byte, o int, litlen, dist []uint32) (int,
 		}
 		return -1, false, nil
 	}
-	extra := e >> 12 & 0xf
-	length := int(e>>16) + int(br.buf&(1<<extra-1))
-	br.buf >>= extra
-	br.n -= uint(extra)
-
-	d := dist[br.buf&(1<<distTableBits-1)]
-	if d&entSubtable != 0 {
-		br.buf >>= distTableBits
-		br.n -= distTableBits
-		d = dist[d>>16+uint32(br.buf&(1<<(d>>12&0xf)-1))]
-	}
-	br.buf >>= d & entLenMask
-	br.n -= uint(d & entLenMask)
+	length := int(e>>16) + int(br.bits(uint(e>>12&0xf)))
+	d := br.entry(dist, distTableBits)
 	if br.overrun() {
 		return o, false, errInflateTruncated
 	}
@@ -631,10 +629,7 @@ func decodeSymbol(br *bitReader, dst []byte, o int, litlen, dist []uint32) (int,
 		// distance's extra bits or checks the distance.
 		return o, true, nil
 	}
-	dextra := d >> 12 & 0xf
-	distance := int(d>>16) + int(br.buf&(1<<dextra-1))
-	br.buf >>= dextra
-	br.n -= uint(dextra)
+	distance := int(d>>16) + int(br.bits(uint(d>>12&0xf)))
 	if br.overrun() {
 		return o, false, errInflateTruncated
 	}
