@@ -13,9 +13,11 @@ import (
 
 	"github.com/cangallo/canga/cas"
 	"github.com/cangallo/canga/index"
+	"github.com/cangallo/canga/internal/panics"
 	"github.com/cangallo/canga/qcow2"
 	"github.com/cangallo/canga/remote"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 )
 
 // partialWait bounds the wait for a partial download another process
@@ -148,6 +150,15 @@ func (r *Repo) OpenLazy(ctx context.Context, ix *index.Index, id digest.Digest) 
 		}
 		return nil, err
 	}
+	// The lazy blobs of the chain are set up at once, each with its chunk
+	// list and the chunk that holds its header: until then nothing can be
+	// read, and one after the other they would wait for the network in
+	// turn.
+	lazy, err := r.openLazyBlobs(ctx, src, ix, chain, li.stats)
+	if err != nil {
+		return nil, err
+	}
+	li.blobs = lazy
 	for i := len(chain) - 1; i >= 0; i-- { // base first
 		cid := chain[i]
 		e := ix.Images[cid]
@@ -156,7 +167,7 @@ func (r *Repo) OpenLazy(ctx context.Context, ix *index.Index, id digest.Digest) 
 			opts = append(opts, qcow2.WithBacking(below))
 		}
 		var d qcow2.Disk
-		if r.Present(e) {
+		if b := lazyOf(lazy, cid); b == nil {
 			p, err := r.BlobPath(e)
 			if err != nil {
 				return fail(err)
@@ -172,14 +183,6 @@ func (r *Repo) OpenLazy(ctx context.Context, ix *index.Index, id digest.Digest) 
 			}
 			d = &fileImage{Image: img, f: f}
 		} else {
-			if !r.Remote() {
-				return fail(fmt.Errorf("%w: %s is missing its blob", ErrNotPulled, index.ShortID(cid)))
-			}
-			b, err := r.lazyBlob(ctx, src, ix, cid, li.stats)
-			if err != nil {
-				return fail(err)
-			}
-			li.blobs = append(li.blobs, b)
 			// What a pull would refuse is not read lazily either: a
 			// header that names a host file, an external data file.
 			if err := b.x.check(b, e.BlobSize); err != nil {
@@ -195,6 +198,52 @@ func (r *Repo) OpenLazy(ctx context.Context, ix *index.Index, id digest.Digest) 
 	}
 	li.Disk, li.Size = below, below.Size()
 	return li, nil
+}
+
+// openLazyBlobs opens, concurrently, the lazy blobs of the images of
+// chain whose blobs are not here, and fetches the first chunk of each.
+func (r *Repo) openLazyBlobs(ctx context.Context, src httpSource, ix *index.Index, chain []digest.Digest, stats *lazyCounters) ([]*lazyBlob, error) {
+	var missing []digest.Digest
+	for _, cid := range chain {
+		if !r.Present(ix.Images[cid]) {
+			missing = append(missing, cid)
+		}
+	}
+	if len(missing) > 0 && !r.Remote() {
+		return nil, fmt.Errorf("%w: %s is missing its blob", ErrNotPulled, index.ShortID(missing[0]))
+	}
+	blobs := make([]*lazyBlob, len(missing))
+	var g errgroup.Group
+	for i, cid := range missing {
+		g.Go(func() (err error) {
+			defer panics.Recover(&err, ErrInternal, func() string { return "opening the blob of " + index.ShortID(cid) })
+			b, err := r.lazyBlob(ctx, src, ix, cid, stats)
+			if err != nil {
+				return err
+			}
+			blobs[i] = b
+			return b.ensure(ctx, 0)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		for _, b := range blobs {
+			if b != nil {
+				_ = b.close()
+			}
+		}
+		return nil, err
+	}
+	return blobs, nil
+}
+
+// lazyOf returns the lazy blob of image id among blobs.
+func lazyOf(blobs []*lazyBlob, id digest.Digest) *lazyBlob {
+	for _, b := range blobs {
+		if b.id == id {
+			return b
+		}
+	}
+	return nil
 }
 
 // lazyBlob is an io.ReaderAt over the blob of image id, held in part in
