@@ -311,8 +311,8 @@ func (m requestModel) simple(out []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.structured && w.cmd == cmdRead {
-		return nil, fmt.Errorf("handle %d: a simple reply to a read after structured replies were negotiated", handle)
+	if m.structured && (w.cmd == cmdRead || w.cmd == cmdBlockStatus) {
+		return nil, fmt.Errorf("handle %d: a simple reply to command %d after structured replies were negotiated", handle, w.cmd)
 	}
 	if errno != w.errno {
 		return nil, fmt.Errorf("handle %d: error %d, want %d", handle, errno, w.errno)

@@ -245,11 +245,7 @@ func TestStructuredReplies(t *testing.T) {
 	} {
 		handle := uint64(20 + i)
 		must(t, c.request(cmdBlockStatus, tc.flags, handle, tc.off, uint32(tc.length)))
-		r, err := c.reply(func(uint64) int { return 0 })
-		must(t, err)
-		if r.handle != handle || r.errno != errInval {
-			t.Fatalf("block status %+v: reply %+v, want EINVAL", tc, r)
-		}
+		expectChunk(fmt.Sprintf("block status %+v", tc), handle, replyTypeError, errorChunk(errInval))
 	}
 	// The export fails, reports a run of nothing, panics: that request
 	// gets EIO, and the connection goes on.
@@ -317,13 +313,13 @@ func TestNoAllocation(t *testing.T) {
 		}
 	}, option{optStructuredReply, nil}, option{optListMetaContext, metaBytes("")}, option{optSetMetaContext, metaBytes("", metaBaseAllocation)})
 	must(t, c.request(cmdBlockStatus, 0, 1, 0, 512))
-	r, err := c.reply(func(uint64) int { return 0 })
+	ch, err := c.chunk()
 	must(t, err)
-	if r.errno != errInval {
-		t.Fatalf("block status without a context: %+v", r)
+	if ch.typ != replyTypeError || be.Uint32(ch.payload) != errInval {
+		t.Fatalf("block status without a context: %+v", ch)
 	}
 	must(t, c.request(cmdRead, 0, 2, 7, 9))
-	ch, err := c.chunk()
+	ch, err = c.chunk()
 	must(t, err)
 	if ch.typ != replyTypeOffsetData || be.Uint64(ch.payload) != 7 || len(ch.payload) != 17 {
 		t.Fatalf("read: %+v", ch)

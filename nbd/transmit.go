@@ -82,9 +82,11 @@ func (c *conn) transmit() error {
 			c.s.rejected.Add(1)
 		}
 		var err error
-		if typ == cmdRead && c.structured {
-			// A read is answered by a structured reply, even an empty
-			// one or a refusal, once they are negotiated.
+		if c.structured && (typ == cmdRead || typ == cmdBlockStatus) {
+			// Once structured replies are negotiated, a read is answered
+			// by one, even an empty one or a refusal, and so is a block
+			// status (whose answer can only be one), as qemu's server
+			// does.
 			err = c.replyChunk(handle, errno, replyTypeNone, nil, nil)
 		} else {
 			err = c.reply(handle, errno, nil)
