@@ -83,9 +83,10 @@ bench: deps static
 
 # Every fuzz target for FUZZTIME each, FUZZJOBS at a time (default 1); a
 # summary line per target, logs in bin/fuzz/ (see scripts/fuzz.sh).
+# FUZZPKGS and FUZZRUN (a regular expression) choose fewer targets.
 FUZZJOBS ?= 1
 fuzz:
-	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME) FUZZJOBS=$(FUZZJOBS) scripts/fuzz.sh $(FUZZPKGS)
+	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME) FUZZJOBS=$(FUZZJOBS) FUZZRUN='$(FUZZRUN)' scripts/fuzz.sh $(FUZZPKGS)
 
 demo: deps static
 	scripts/demo.sh $(BIN)

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs every fuzz target of PKGS (default ./...) for FUZZTIME each and
+# Runs every fuzz target of PKGS (default ./...) whose name matches FUZZRUN
+# (a regular expression, default every one) for FUZZTIME each and
 # prints a summary line per target: executions, executions a second,
 # corpus size, crashers. Logs go to bin/fuzz/. FUZZJOBS targets run at a
 # time, sharing the machine's cores among their workers: on a 2-core
@@ -11,6 +12,7 @@ GO=${GO:-go}
 FUZZTIME=${FUZZTIME:-60s}
 FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-100x}
 FUZZJOBS=${FUZZJOBS:-1}
+FUZZRUN=${FUZZRUN:-.}
 cd "$(dirname "$0")/.."
 out=bin/fuzz
 mkdir -p "$out"
@@ -23,7 +25,7 @@ workers=$((cores / FUZZJOBS))
 list=$out/targets
 : >"$list"
 for pkg in $($GO list "${@:-./...}"); do
-	for f in $($GO test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+	for f in $($GO test -list '^Fuzz' "$pkg" | grep '^Fuzz' | grep -E "$FUZZRUN" || true); do
 		echo "$pkg $f" >>"$list"
 	done
 done
