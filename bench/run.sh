@@ -85,7 +85,7 @@ blob=$(CANGA_HOME=$PWD/pub "$canga" show --json ext4 | sed -n 's/.*"blob": "sha2
 port=$((20000 + RANDOM % 20000))
 CANGA_HOME=$PWD/pub "$canga" serve --addr 127.0.0.1:$port 2>/dev/null &
 server=$!
-trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 for i in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/index.yaml" && break; sleep 0.1; done
 cat >canga-pull.sh <<PULL
 #!/bin/sh

@@ -27,11 +27,17 @@ var bufPool = sync.Pool{New: func() any {
 // two startWriteback calls.
 const writebackEvery = 8 << 20
 
-// pipelineDepth is how many buffers copyHashed keeps in flight: the
-// hashers may fall this many buffers behind the reader before it waits.
-// Two would do on an idle machine; with the server and the hashers
-// sharing two cores, the scheduler's jitter stalls a short pipeline.
-const pipelineDepth = 4
+// pipelineDepth is how many buffers copyHashed keeps in flight when it
+// writes what it reads (a download): the hashers may fall this many
+// buffers behind the reader before it waits. Two would do on an idle
+// machine; with the server and the hashers sharing two cores, the
+// scheduler's jitter stalls a short pipeline (pull oci:// went from
+// 0.36-0.67 s to 0.30-0.34 s for 162 MiB). Reading a local file to hash
+// it, two buffers are enough and cost less memory.
+const (
+	pipelineDepth     = 4
+	hashPipelineDepth = 2
+)
 
 // copyHashed copies r into w (w may be nil: hash only) and h, in chunks of up
 // to bufSize. start is the number of bytes already behind r (a resumed
@@ -59,15 +65,19 @@ func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, star
 		n       int
 		pending *atomic.Int32
 	}
-	free := make(chan *[]byte, pipelineDepth)
-	for range pipelineDepth {
+	depth := pipelineDepth
+	if w == nil {
+		depth = hashPipelineDepth
+	}
+	free := make(chan *[]byte, depth)
+	for range depth {
 		free <- bufPool.Get().(*[]byte)
 	}
 	toHash := make([]chan job, len(hs))
 	hashed := make(chan error, len(hs))
 	var hashFailed atomic.Bool
 	for i, h := range hs {
-		toHash[i] = make(chan job, pipelineDepth)
+		toHash[i] = make(chan job, depth)
 		go func() {
 			var herr error
 			for j := range toHash[i] {
@@ -96,7 +106,7 @@ func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, star
 			}
 		}
 		// Every buffer is back once the hashers are done.
-		for range pipelineDepth {
+		for range depth {
 			bufPool.Put(<-free)
 		}
 		if len(herrs) > 0 {
