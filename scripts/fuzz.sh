@@ -4,9 +4,9 @@
 # prints a summary line per target: executions, executions a second,
 # corpus size, crashers. Logs go to bin/fuzz/. FUZZJOBS targets run at a
 # time, sharing the machine's cores among their workers: on a 2-core
-# machine FUZZJOBS=2 halves the wall time of a run and each target's
-# executions, not their coverage of the code. A crasher fails the run; go
-# test writes it to the package's testdata/fuzz, where it stays as a seed.
+# machine FUZZJOBS=2 halves the wall time of a run, and roughly halves
+# each target's executions. A crasher fails the run; go test writes it to
+# the package's testdata/fuzz, where it stays as a seed.
 set -eu
 GO=${GO:-go}
 FUZZTIME=${FUZZTIME:-60s}
@@ -30,6 +30,10 @@ for pkg in $($GO list "${@:-./...}"); do
 	done
 done
 
+if [ ! -s "$list" ]; then
+	echo "fuzz: no fuzz target matches" >&2
+	exit 1
+fi
 n=0
 while read -r pkg f; do
 	n=$((n + 1))
