@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/cangallo/canga/cas"
@@ -113,6 +114,10 @@ func (r *Repo) Add(ctx context.Context, file string, opt AddOptions) (*AddResult
 	if err := tmp.Sync(); err != nil {
 		return nil, err
 	}
+	// The conversion's buffers (tens of MiB) are garbage now: collected
+	// here, their memory serves the hashing of the blob that follows
+	// instead of growing the process by its buffers.
+	runtime.GC()
 
 	res := &AddResult{ID: id, Tag: opt.Tag}
 	err = r.Update(ctx, func(ix *index.Index) error {
