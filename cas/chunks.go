@@ -54,13 +54,33 @@ func ChunkCount(size, chunkSize int64) int64 {
 	return (size + chunkSize - 1) / chunkSize
 }
 
+// MaxChunkListSize bounds a chunk list, which is held in memory whole:
+// 64 MiB, the list of a 2 TiB blob in 1 MiB chunks. A blob size in an
+// index is the publisher's word, and must not size an allocation beyond it.
+const MaxChunkListSize = 64 << 20
+
+// ChunkListSize is the size of the chunk list of a blob of size bytes in
+// chunks of chunkSize. It refuses a chunk size CheckChunkSize refuses, a
+// negative size, and a list longer than MaxChunkListSize.
+func ChunkListSize(size, chunkSize int64) (int64, error) {
+	if err := CheckChunkSize(chunkSize); err != nil {
+		return 0, err
+	}
+	// Divided first: size+chunkSize-1 could overflow.
+	if size < 0 || size/chunkSize >= MaxChunkListSize/ChunkSumSize {
+		return 0, fmt.Errorf("a chunk list of a %d-byte blob in chunks of %d: more than %d bytes, or a negative size", size, chunkSize, MaxChunkListSize)
+	}
+	return ChunkCount(size, chunkSize) * ChunkSumSize, nil
+}
+
 // CheckChunkList checks that list is a chunk list's shape for a blob of
 // size bytes in chunks of chunkSize: exactly one sum per chunk.
 func CheckChunkList(list []byte, size, chunkSize int64) error {
-	if err := CheckChunkSize(chunkSize); err != nil {
+	want, err := ChunkListSize(size, chunkSize)
+	if err != nil {
 		return err
 	}
-	if size < 0 || int64(len(list)) != ChunkCount(size, chunkSize)*ChunkSumSize {
+	if int64(len(list)) != want {
 		return fmt.Errorf("chunk list of %d bytes for a %d-byte blob in chunks of %d", len(list), size, chunkSize)
 	}
 	return nil

@@ -214,3 +214,25 @@ func TestChunkList(t *testing.T) {
 		t.Fatal("chunk size 3 accepted")
 	}
 }
+
+func TestChunkListSize(t *testing.T) {
+	for _, tc := range []struct {
+		size, chunk, want int64
+		ok               bool
+	}{
+		{0, 1 << 20, 0, true},
+		{1, 1 << 20, 32, true},
+		{1<<20 + 1, 1 << 20, 64, true},
+		{2<<40 - 1, 1 << 20, MaxChunkListSize, true},
+		{2 << 40, 1 << 20, 0, false},
+		{1 << 62, MinChunkSize, 0, false},
+		{1<<63 - 1, MaxChunkSize, 0, false},
+		{-1, 1 << 20, 0, false},
+		{1, 3000, 0, false},
+	} {
+		got, err := ChunkListSize(tc.size, tc.chunk)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ChunkListSize(%d, %d) = %d, %v", tc.size, tc.chunk, got, err)
+		}
+	}
+}

@@ -48,6 +48,10 @@ func (r *Repo) storedChunkList(e *index.Entry) (list []byte, ok bool, err error)
 	if e.Chunks == "" {
 		return nil, false, nil
 	}
+	size, err := cas.ChunkListSize(e.BlobSize, e.ChunkSize)
+	if err != nil {
+		return nil, false, fmt.Errorf("chunk list %s: %w", e.Chunks, err)
+	}
 	has, err := r.store.Has(e.Chunks)
 	if err != nil || !has {
 		return nil, false, err
@@ -57,7 +61,6 @@ func (r *Repo) storedChunkList(e *index.Entry) (list []byte, ok bool, err error)
 		return nil, false, err
 	}
 	defer f.Close() // read-only
-	size := cas.ChunkCount(e.BlobSize, e.ChunkSize) * cas.ChunkSumSize
 	list, err = io.ReadAll(io.LimitReader(f, size+1))
 	if err != nil {
 		return nil, false, err

@@ -321,13 +321,13 @@ func (r *Repo) lazyBlob(ctx context.Context, src httpSource, ix *index.Index, id
 // from the remote and stored (checked against its digest), so that the
 // next use needs no request.
 func (r *Repo) chunkList(ctx context.Context, src httpSource, e *index.Entry) ([]byte, error) {
-	if err := cas.CheckChunkSize(e.ChunkSize); err != nil {
+	size, err := cas.ChunkListSize(e.BlobSize, e.ChunkSize)
+	if err != nil {
 		return nil, err
 	}
 	if list, ok, err := r.storedChunkList(e); err != nil || ok {
 		return list, err
 	}
-	size := cas.ChunkCount(e.BlobSize, e.ChunkSize) * cas.ChunkSumSize
 	b := make([]byte, size)
 	if err := src.c.ReadRange(ctx, src.url, remote.BlobPath(e.Chunks.Encoded()), 0, b, size); err != nil {
 		return nil, err

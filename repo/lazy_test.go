@@ -316,3 +316,24 @@ func TestLazyBusy(t *testing.T) {
 		t.Fatalf("second reader of the same chain: %v", err)
 	}
 }
+
+// TestLazyHugeBlobSize: an index whose entry claims a blob far too large
+// for its chunk list to be held is refused, not allocated.
+func TestLazyHugeBlobSize(t *testing.T) {
+	for _, size := range []int64{1 << 62, 1<<63 - 1, 1 << 40} {
+		_, ix, chain, ls, cache := lazyChain(t)
+		e := ix.Images[chain[0].id]
+		e.BlobSize, e.ChunkSize = size, cas.MinChunkSize
+		li, err := cache.OpenLazy(context.Background(), ix, chain[2].id)
+		if err == nil {
+			li.Close()
+			t.Fatalf("blob-size %d: OpenLazy accepted it", size)
+		}
+		if !strings.Contains(err.Error(), "chunk list") {
+			t.Errorf("blob-size %d: %v", size, err)
+		}
+		if n := ls.bytes.Load(); n > 1<<20 {
+			t.Errorf("blob-size %d: %d bytes fetched", size, n)
+		}
+	}
+}
