@@ -148,6 +148,7 @@ type nbdStats struct {
 	Failures       int64 `json:"failures"`
 	BlobsCompleted int64 `json:"blobs-completed"`
 	ReadErrors     int64 `json:"read-errors"`
+	BlockStatus    int64 `json:"block-status-requests"`
 }
 
 // lazySetup serves a copy of the publisher's repository and makes a
@@ -195,7 +196,9 @@ func TestLazyExport(t *testing.T) {
 			p := startNBD(t, home, image, "--json")
 			compareExport(t, p, want)
 			cold := p.stop(t)
-			if cold.BytesFetched == 0 || cold.BytesFetched > total || cold.Failures != 0 || cold.ReadErrors != 0 {
+			// qemu-img compare asks where the holes are (block status) and
+			// reads only the rest.
+			if cold.BytesFetched == 0 || cold.BytesFetched > total || cold.Failures != 0 || cold.ReadErrors != 0 || cold.BlockStatus == 0 {
 				t.Fatalf("cold run: %+v of %d bytes of blobs", cold, total)
 			}
 			t.Logf("cold compare fetched %d of %d bytes in %d chunks", cold.BytesFetched, total, cold.ChunksFetched)
