@@ -218,7 +218,7 @@ func TestChunkList(t *testing.T) {
 func TestChunkListSize(t *testing.T) {
 	for _, tc := range []struct {
 		size, chunk, want int64
-		ok               bool
+		ok                bool
 	}{
 		{0, 1 << 20, 0, true},
 		{1, 1 << 20, 32, true},

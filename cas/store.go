@@ -237,22 +237,41 @@ func (s *Store) openBlob(d digest.Digest) (*os.File, error) {
 // Verify re-hashes blob d and returns a [*DigestMismatchError] if its bytes
 // no longer match its name.
 func (s *Store) Verify(ctx context.Context, d digest.Digest, progress func(n int64)) error {
+	_, err := s.verify(ctx, d, 0, progress)
+	return err
+}
+
+// VerifyChunkList re-hashes blob d as Verify does and, in the same pass,
+// computes its chunk list in chunks of chunkSize, which it returns once the
+// blob matches its name.
+func (s *Store) VerifyChunkList(ctx context.Context, d digest.Digest, chunkSize int64, progress func(n int64)) ([]byte, error) {
+	if err := CheckChunkSize(chunkSize); err != nil {
+		return nil, wrap("verify", string(d), err)
+	}
+	return s.verify(ctx, d, chunkSize, progress)
+}
+
+func (s *Store) verify(ctx context.Context, d digest.Digest, chunkSize int64, progress func(n int64)) ([]byte, error) {
 	if err := ValidateDigest(d); err != nil {
-		return wrap("verify", "", err)
+		return nil, wrap("verify", "", err)
 	}
 	f, err := s.openBlob(d)
 	if err != nil {
-		return wrap("verify", string(d), err)
+		return nil, wrap("verify", string(d), err)
 	}
 	defer f.Close() // read-only: Close has nothing to report
 	h := sha256.New()
-	if _, err := copyHashed(ctx, nil, f, h, 0, -1, progress); err != nil {
-		return wrap("verify", string(d), err)
+	hw, ch := hashers(h, options{chunkSize: chunkSize})
+	if _, err := copyHashed(ctx, nil, f, hw, 0, -1, progress); err != nil {
+		return nil, wrap("verify", string(d), err)
 	}
 	if actual := digest.NewDigest(digest.SHA256, h); actual != d {
-		return wrap("verify", string(d), &DigestMismatchError{Expected: d, Actual: actual})
+		return nil, wrap("verify", string(d), &DigestMismatchError{Expected: d, Actual: actual})
 	}
-	return nil
+	if ch == nil {
+		return nil, nil
+	}
+	return ch.list(), nil
 }
 
 // List returns every blob, sorted by digest, and every junk entry under

@@ -866,3 +866,29 @@ func TestWriteFileAtomic(t *testing.T) {
 	assertTmpEmpty(t, s)
 	assertNoBlobs(t, s)
 }
+
+// VerifyChunkList gives the chunk list of a blob it verified, in the same
+// pass, and nothing for a blob whose bytes do not match its name.
+func TestVerifyChunkList(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	data := content(5, 3*bufSize+12345)
+	info := mustIngest(t, s, data)
+	want, err := ChunkList(bytes.NewReader(data), MinChunkSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.VerifyChunkList(ctx, info.Digest, MinChunkSize, nil)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("VerifyChunkList = %d bytes, %v; want the %d-byte list", len(got), err, len(want))
+	}
+	if _, err := s.VerifyChunkList(ctx, info.Digest, 3000, nil); err == nil {
+		t.Error("a chunk size that is no power of two was accepted")
+	}
+	p, _ := s.Path(info.Digest)
+	testkit.FlipByte(t, p, 2*bufSize)
+	var dm *DigestMismatchError
+	if got, err := s.VerifyChunkList(ctx, info.Digest, MinChunkSize, nil); !errors.As(err, &dm) || got != nil {
+		t.Errorf("VerifyChunkList of a corrupt blob = %d bytes, %v", len(got), err)
+	}
+}

@@ -380,17 +380,16 @@ func (r *Repo) checkImage(ctx context.Context, ix *index.Index, id digest.Digest
 	defer f.Close()
 	if e.Blob != "" {
 		if !quick {
-			if err := r.store.Verify(ctx, e.Blob, nil); err != nil {
+			listErr, err := r.verifyBlob(ctx, e)
+			if err != nil {
 				return []string{fmt.Sprintf("blob: %v", err)}, false, mode
+			}
+			if listErr != nil {
+				problems = append(problems, listErr.Error())
 			}
 		}
 		if size != e.BlobSize {
 			problems = append(problems, fmt.Sprintf("blob is %d bytes, the index says %d", size, e.BlobSize))
-		}
-	}
-	if !quick && e.Chunks != "" {
-		if err := r.checkChunks(ctx, e, f, size); err != nil {
-			problems = append(problems, err.Error())
 		}
 	}
 	if err := checkBlob(ix, r, id, f, size, quick); err != nil {
@@ -399,22 +398,21 @@ func (r *Repo) checkImage(ctx context.Context, ix *index.Index, id digest.Digest
 	return problems, true, mode
 }
 
-// checkChunks checks the chunk list of entry e, if stored: its digest,
-// its length, and that it is the list of the blob's bytes (f, of size
-// bytes, whose digest was checked).
-func (r *Repo) checkChunks(ctx context.Context, e *index.Entry, f io.ReaderAt, size int64) error {
-	list, ok, err := r.storedChunkList(e)
-	if err != nil || !ok {
-		return err // a missing list was reported with the blob store's listing
+// verifyBlob re-hashes the blob of entry e and, when its chunk list is
+// stored, checks in the same pass that the list is the blob's: its digest
+// and length (storedChunkList), then its sums. err is a problem of the
+// blob; listErr one of its chunk list alone.
+func (r *Repo) verifyBlob(ctx context.Context, e *index.Entry) (listErr, err error) {
+	list, ok, listErr := r.storedChunkList(e)
+	if listErr != nil || !ok {
+		// A missing list was reported with the blob store's listing.
+		return listErr, r.store.Verify(ctx, e.Blob, nil)
 	}
-	got, err := cas.ChunkList(&ctxReader{ctx: ctx, r: io.NewSectionReader(f, 0, size)}, e.ChunkSize)
-	if err != nil {
-		return fmt.Errorf("chunk list: %w", err)
+	got, err := r.store.VerifyChunkList(ctx, e.Blob, e.ChunkSize, nil)
+	if err == nil && !bytes.Equal(got, list) {
+		listErr = fmt.Errorf("chunk list %s is not the list of the blob's bytes", e.Chunks)
 	}
-	if !bytes.Equal(got, list) {
-		return fmt.Errorf("chunk list %s is not the list of the blob's bytes", e.Chunks)
-	}
-	return nil
+	return listErr, err
 }
 
 // ctxReader stops a long read when ctx ends.
