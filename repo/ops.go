@@ -415,19 +415,6 @@ func (r *Repo) verifyBlob(ctx context.Context, e *index.Entry) (listErr, err err
 	return listErr, err
 }
 
-// ctxReader stops a long read when ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // checkBlob checks a blob's header against the index (format, backing
 // name and format) and, unless quick, its qcow2 metadata; quick checks
 // the virtual size of the header instead, which the image ID check does
