@@ -3,6 +3,7 @@ package qcow2
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/cangallo/canga/internal/panics"
 
@@ -109,30 +110,40 @@ func queueDepth(workers int) int { return max(2, workers) }
 func jobBuffers(workers int) int { return workers + queueDepth(workers) }
 
 // bufferPool hands out at most a fixed number of equal buffers; get
-// blocks until one is free.
+// blocks until one is free. Buffers are made on first use and reused last
+// in, first out, so a pool allocates only as many as were ever in use at
+// once: a convert whose workers hand their input back at once needs one
+// input buffer per worker, not one per job.
 type bufferPool struct {
-	free chan []byte
-	size int
+	slots chan struct{} // a token per buffer that may be out
+	size  int
+	mu    sync.Mutex
+	free  [][]byte
 }
 
 func newBufferPool(count, size int) *bufferPool {
-	p := &bufferPool{free: make(chan []byte, count), size: size}
-	for range count {
-		p.free <- nil // allocated on first use: small disks need few
-	}
-	return p
+	return &bufferPool{slots: make(chan struct{}, count), size: size}
 }
 
 func (p *bufferPool) get(ctx context.Context) ([]byte, error) {
 	select {
-	case b := <-p.free:
-		if b == nil {
-			b = make([]byte, p.size)
-		}
-		return b, nil
+	case p.slots <- struct{}{}:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free = p.free[:n-1]
+		return b, nil
+	}
+	return make([]byte, p.size), nil
 }
 
-func (p *bufferPool) put(b []byte) { p.free <- b }
+func (p *bufferPool) put(b []byte) {
+	p.mu.Lock()
+	p.free = append(p.free, b)
+	p.mu.Unlock()
+	<-p.slots
+}
