@@ -75,7 +75,8 @@ soak:
 
 # The inflate benchmark decodes every compressed cluster of bench/mkimage.sh's
 # disk with canga's decoder and with klauspost/compress/flate; run.sh puts
-# its medians into bench/RESULTS.md.
+# its medians into bench/RESULTS.md. BEFORE=OLDCANGA also runs an earlier
+# binary in turn with this one and adds a before-and-after table.
 bench: deps static
 	$(GO) test -run '^$$' -bench . -skip '^BenchmarkInflateClusters$$' -benchmem -benchtime 3x ./qcow2/... ./cas/...
 	$(GO) test -run '^$$' -bench '^BenchmarkInflateClusters$$' -count 5 -timeout 30m ./qcow2/ | tee bin/inflate-bench.txt

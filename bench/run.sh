@@ -5,10 +5,16 @@
 # Each command runs $RUNS times (default 3) after a warm-up, with the page
 # cache warm, and the median wall time is kept. Peak memory is the largest
 # maximum RSS of canga's runs.
+#
+# BEFORE=OLDCANGA also runs an earlier canga binary on every row of the
+# first table, alternating with CANGA run by run, against the same
+# baselines, and adds a before-and-after table: a change is judged in one
+# run, not against figures of another day.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 canga=$(realpath "${1:-$here/../bin/canga}")
 runs=${RUNS:-3}
+before=${BEFORE:+$(realpath "$BEFORE")}
 work=${BENCH_DIR:-$(mktemp -d /var/tmp/canga-bench.XXXXXX)}
 results=${RESULTS:-$here/RESULTS.md}
 trap 'rm -rf "$work"' EXIT
@@ -31,7 +37,9 @@ declare -A T M
 measure() {
 	local name=$1
 	shift
-	"$@" >/dev/null 2>&1 || { echo "bench: $name failed: $*" >&2; "$@" >&2; exit 1; }
+	if [ -z "${warm:-}" ]; then
+		"$@" >/dev/null 2>&1 || { echo "bench: $name failed: $*" >&2; "$@" >&2; exit 1; }
+	fi
 	local times=() rss=0 i
 	for ((i = 0; i < runs; i++)); do
 		/usr/bin/time -f "%e %M" -o time.out "$@" >/dev/null 2>&1
@@ -43,6 +51,35 @@ measure() {
 	M[$name]=$rss
 	echo "  $name: ${T[$name]} s, ${M[$name]} KiB" >&2
 }
+# measure_canga NAME ARGS...: measure NAME with @canga@ in ARGS replaced
+# by canga; with BEFORE, also before-NAME with the earlier binary, run by
+# run in turn, so that both see the same machine.
+measure_canga() {
+	local name=$1
+	shift
+	if [ -z "$before" ]; then
+		measure "$name" "${@//@canga@/$canga}"
+		return
+	fi
+	# The earlier binary goes first, so that output files left behind
+	# are this one's.
+	local i k=$runs warm=
+	runs=1
+	local -A tn tb
+	for ((i = 0; i < k; i++)); do
+		measure "before-$name" "${@//@canga@/$before}"
+		tb[$i]=${T[before-$name]} tb[m$i]=${M[before-$name]}
+		measure "$name" "${@//@canga@/$canga}"
+		tn[$i]=${T[$name]} tn[m$i]=${M[$name]}
+		warm=1
+	done
+	runs=$k
+	median() { sort -n | sed -n "$(((k + 1) / 2))p"; }
+	T[$name]=$(for ((i = 0; i < k; i++)); do echo "${tn[$i]}"; done | median)
+	T[before-$name]=$(for ((i = 0; i < k; i++)); do echo "${tb[$i]}"; done | median)
+	M[$name]=$(for ((i = 0; i < k; i++)); do echo "${tn[m$i]}"; done | sort -n | tail -1)
+	M[before-$name]=$(for ((i = 0; i < k; i++)); do echo "${tb[m$i]}"; done | sort -n | tail -1)
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
 sum() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a + b }'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r <= t ? "ok" : "MISSED") }'; }
@@ -53,31 +90,38 @@ cat >qemu-then-openssl.sh <<'EOF'
 #!/bin/sh
 qemu-img convert -O raw "$1" out.raw && openssl dgst -sha256 out.raw && rm -f out.raw
 EOF
-cat >canga-add.sh <<EOF
+cat >canga-add.sh <<'EOF'
 #!/bin/sh
-rm -rf home && CANGA_HOME=\$PWD/home exec "$canga" -q add "\$@"
+# canga-add.sh CANGA ARGS...
+canga=$1
+shift
+rm -rf home && CANGA_HOME=$PWD/home exec "$canga" -q add "$@"
 EOF
 chmod +x qemu-then-openssl.sh canga-add.sh
 
 echo "== digest" >&2
 measure openssl-raw openssl dgst -sha256 ext4.raw
-measure canga-digest-plain "$canga" -q digest ext4.qcow2
+measure_canga canga-digest-plain @canga@ -q digest ext4.qcow2
 measure qemu-openssl-zlib ./qemu-then-openssl.sh ext4-zlib.qcow2
-measure canga-digest-zlib "$canga" -q digest ext4-zlib.qcow2
+measure_canga canga-digest-zlib @canga@ -q digest ext4-zlib.qcow2
 
 echo "== convert" >&2
 measure qemu-convert-zlib qemu-img convert -f raw -O qcow2 -c -m 16 -W ext4.raw q-zlib.qcow2
-measure canga-convert-zlib "$canga" -q convert -f raw -c ext4.raw c-zlib.qcow2
+measure_canga canga-convert-zlib @canga@ -q convert -f raw -c ext4.raw c-zlib.qcow2
 measure qemu-convert-zstd qemu-img convert -f raw -O qcow2 -c -m 16 -W -o compression_type=zstd ext4.raw q-zstd.qcow2
-measure canga-convert-zstd "$canga" -q convert -f raw --compression zstd ext4.raw c-zstd.qcow2
+measure_canga canga-convert-zstd @canga@ -q convert -f raw --compression zstd ext4.raw c-zstd.qcow2
 for f in q-zlib c-zlib q-zstd c-zstd; do
 	qemu-img check -q "$f.qcow2" && qemu-img compare -q ext4.raw "$f.qcow2" ||
 		{ echo "bench: $f.qcow2 is not a faithful copy" >&2; exit 1; }
 done
 size() { stat -c %s "$1"; }
+if [ -n "$before" ]; then
+	"$before" -q convert -f raw -c ext4.raw before-zlib.qcow2
+	"$before" -q convert -f raw --compression zstd ext4.raw before-zstd.qcow2
+fi
 
 echo "== add" >&2
-measure canga-add ./canga-add.sh ext4.raw
+measure_canga canga-add ./canga-add.sh @canga@ ext4.raw
 
 echo "== pull over loopback" >&2
 CANGA_HOME=$PWD/pub "$canga" -q add ext4.raw --tag ext4 >/dev/null
@@ -89,14 +133,15 @@ trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 for i in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/index.yaml" && break; sleep 0.1; done
 cat >canga-pull.sh <<PULL
 #!/bin/sh
+# canga-pull.sh CANGA
 rm -rf cons && mkdir cons
 printf 'default_repo: default\\nrepos:\\n  default:\\n    path: %s/cons/default\\n  pub:\\n    url: http://127.0.0.1:$port/\\n    path: %s/cons/pub\\n' "\$PWD" "\$PWD" >cons/config.yaml
-CANGA_HOME=\$PWD/cons "$canga" -q fetch >/dev/null && CANGA_HOME=\$PWD/cons exec "$canga" -q pull pub:ext4
+CANGA_HOME=\$PWD/cons "\$1" -q fetch >/dev/null && CANGA_HOME=\$PWD/cons exec "\$1" -q pull pub:ext4
 PULL
 chmod +x canga-pull.sh
 blobsize=$(stat -c %s "pub/default/blobs/sha256/$blob")
 measure curl-blob curl -sf -o curl.out "http://127.0.0.1:$port/blobs/sha256/$blob"
-measure canga-pull ./canga-pull.sh
+measure_canga canga-pull ./canga-pull.sh @canga@
 kill $server
 
 echo "== OCI registry (docker-registry on loopback)" >&2
@@ -111,10 +156,59 @@ s_czstd=$(ratio "$(size c-zstd.qcow2)" "$(size q-zstd.qcow2)")
 r_add=$(ratio "${T[canga-add]}" "${T[qemu-convert-zlib]}")
 # Throughput ratio: curl's time over canga's.
 r_pull=$(ratio "${T[curl-blob]}" "${T[canga-pull]}")
-peak=0
+peak=0 bpeak=0
 for k in "${!M[@]}"; do
 	[[ $k == canga-* ]] && ((M[$k] > peak)) && peak=${M[$k]}
+	[[ $k == before-* ]] && ((M[$k] > bpeak)) && bpeak=${M[$k]}
 done
+
+# before_after: the table of BEFORE against CANGA, row by row of the first
+# table: each binary's median, and its ratio to the same baseline.
+before_after() {
+	local bv nv
+	bv=$("$before" --version | head -1 | cut -d' ' -f2)
+	nv=$("$canga" --version | head -1 | cut -d' ' -f2)
+	[ "$bv" = dev ] && bv=$(basename "$before")
+	echo "## Before and after"
+	echo
+	echo "The same rows, with an earlier canga ($bv) run in turn with this one ($nv), run by run,"
+	echo "in this run (\`make bench BEFORE=OLDCANGA\`). Ratios are to the baselines above; lower is"
+	echo "better except for the pull, a throughput."
+	echo
+	echo "| measurement | before | now | before ratio | now ratio | |"
+	echo "|---|---|---|---|---|---|"
+	# judge NOW BEFORE higher|lower: is NOW as good as BEFORE, when
+	# higher (or lower) is better?
+	judge() {
+		awk -v n="$1" -v b="$2" -v dir="$3" 'BEGIN { print ((dir == "lower" ? n <= b : n >= b) ? "as good or better" : "WORSE") }'
+	}
+	row() { # row TEXT NAME BASELINE-NAME time|throughput
+		local rb rn dir=lower
+		rb=$(ratio "${T[before-$2]}" "${T[$3]}")
+		rn=$(ratio "${T[$2]}" "${T[$3]}")
+		if [ "$4" = throughput ]; then
+			rb=$(ratio "${T[$3]}" "${T[before-$2]}")
+			rn=$(ratio "${T[$3]}" "${T[$2]}")
+			dir=higher
+		fi
+		echo "| $1 | ${T[before-$2]} s | ${T[$2]} s | $rb | $rn | $(judge "$rn" "$rb" $dir) |"
+	}
+	sizerow() { # sizerow TEXT BEFORE-FILE NOW-FILE QEMU-FILE
+		local rb rn
+		rb=$(ratio "$(size "$2")" "$(size "$4")")
+		rn=$(ratio "$(size "$3")" "$(size "$4")")
+		echo "| $1 | $(size "$2") B | $(size "$3") B | $rb | $rn | $(judge "$rn" "$rb" lower) |"
+	}
+	row "digest, uncompressed" canga-digest-plain openssl-raw time
+	row "digest, zlib" canga-digest-zlib qemu-openssl-zlib time
+	row "\`convert -c\` (zlib): time" canga-convert-zlib qemu-convert-zlib time
+	sizerow "\`convert -c\` (zlib): output size" before-zlib.qcow2 c-zlib.qcow2 q-zlib.qcow2
+	row "\`convert --compression zstd\`: time" canga-convert-zstd qemu-convert-zstd time
+	sizerow "\`convert --compression zstd\`: output size" before-zstd.qcow2 c-zstd.qcow2 q-zstd.qcow2
+	row "\`add\`" canga-add qemu-convert-zlib time
+	row "\`pull\` from \`canga serve\` (throughput: curl's time over canga's)" canga-pull curl-blob throughput
+	echo "| peak memory of any run above | $((bpeak / 1024)) MiB | $((peak / 1024)) MiB | | | $(judge "$peak" "$bpeak" lower) |"
+}
 
 # inflate_section FILE: the section of RESULTS.md on the deflate decoder,
 # from the output of `go test -bench BenchmarkInflateClusters -count N`:
@@ -168,6 +262,7 @@ EOF
 )
 echo
 echo "$table"
+[ -z "$before" ] || { echo; before_after; }
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 {
@@ -182,6 +277,10 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 	echo "minbase tree (debootstrap) plus the Go toolchain: $((virt >> 20)) MiB virtual, $((alloc >> 20)) MiB allocated."
 	echo
 	echo "$table"
+	if [ -n "$before" ]; then
+		echo
+		before_after
+	fi
 	if [ -n "${INFLATE_BENCH:-}" ] && [ -s "$INFLATE_BENCH" ]; then
 		echo
 		inflate_section "$INFLATE_BENCH"
