@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"os"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -159,6 +160,49 @@ func TestPartialChunks(t *testing.T) {
 		}
 		if p.Offset() != int64(len(data)) {
 			t.Fatalf("Offset %d", p.Offset())
+		}
+		if _, err := p.Commit(ctx, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		assertBlob(t, s, d, data)
+	})
+
+	// SIGKILL can cut a chunk write between pages: the file then holds
+	// the chunk's first bytes and a hole. The next open checks every
+	// chunk against the list, so the torn one is not held and is fetched
+	// again; the chunks around it stay.
+	t.Run("a torn chunk write is not held after reopening", func(t *testing.T) {
+		s := newStore(t)
+		p := open(t, s)
+		for _, i := range []int{3, 7, 8} {
+			if err := p.WriteChunk(int64(i), chunk(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(s.partialPath(d), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(make([]byte, cs/2), 7*cs+cs/2); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		p = open(t, s)
+		if p.Has(7) || !p.Has(3) || !p.Has(8) {
+			t.Fatalf("after a torn write of chunk 7: Has(3)=%v Has(7)=%v Has(8)=%v", p.Has(3), p.Has(7), p.Has(8))
+		}
+		if _, err := p.ReadAt(make([]byte, 10), 7*cs+cs/2); err == nil {
+			t.Fatal("ReadAt of the torn chunk succeeded")
+		}
+		for i := range 11 {
+			if !p.Has(int64(i)) {
+				if err := p.WriteChunk(int64(i), chunk(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 		if _, err := p.Commit(ctx, nil, nil); err != nil {
 			t.Fatal(err)
