@@ -40,7 +40,7 @@ measure() {
 	if [ -z "${warm:-}" ]; then
 		"$@" >/dev/null 2>&1 || { echo "bench: $name failed: $*" >&2; "$@" >&2; exit 1; }
 	fi
-	local times=() rss=0 i
+	local times=() rss=0 i s k
 	for ((i = 0; i < runs; i++)); do
 		/usr/bin/time -f "%e %M" -o time.out "$@" >/dev/null 2>&1
 		read -r s k <time.out
@@ -63,22 +63,22 @@ measure_canga() {
 	fi
 	# The earlier binary goes first, so that output files left behind
 	# are this one's.
-	local i k=$runs warm=
+	local i count=$runs warm=
 	runs=1
 	local -A tn tb
-	for ((i = 0; i < k; i++)); do
+	for ((i = 0; i < count; i++)); do
 		measure "before-$name" "${@//@canga@/$before}"
 		tb[$i]=${T[before-$name]} tb[m$i]=${M[before-$name]}
 		measure "$name" "${@//@canga@/$canga}"
 		tn[$i]=${T[$name]} tn[m$i]=${M[$name]}
 		warm=1
 	done
-	runs=$k
-	median() { sort -n | sed -n "$(((k + 1) / 2))p"; }
-	T[$name]=$(for ((i = 0; i < k; i++)); do echo "${tn[$i]}"; done | median)
-	T[before-$name]=$(for ((i = 0; i < k; i++)); do echo "${tb[$i]}"; done | median)
-	M[$name]=$(for ((i = 0; i < k; i++)); do echo "${tn[m$i]}"; done | sort -n | tail -1)
-	M[before-$name]=$(for ((i = 0; i < k; i++)); do echo "${tb[m$i]}"; done | sort -n | tail -1)
+	runs=$count
+	median() { sort -n | sed -n "$(((count + 1) / 2))p"; }
+	T[$name]=$(for ((i = 0; i < count; i++)); do echo "${tn[$i]}"; done | median)
+	T[before-$name]=$(for ((i = 0; i < count; i++)); do echo "${tb[$i]}"; done | median)
+	M[$name]=$(for ((i = 0; i < count; i++)); do echo "${tn[m$i]}"; done | sort -n | tail -1)
+	M[before-$name]=$(for ((i = 0; i < count; i++)); do echo "${tb[m$i]}"; done | sort -n | tail -1)
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
 sum() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a + b }'; }
