@@ -9,12 +9,14 @@
 # BEFORE=OLDCANGA also runs an earlier canga binary on every row of the
 # first table, alternating with CANGA run by run, against the same
 # baselines, and adds a before-and-after table: a change is judged in one
-# run, not against figures of another day.
+# run, not against figures of another day. RUNS then defaults to 5.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 canga=$(realpath "${1:-$here/../bin/canga}")
-runs=${RUNS:-3}
 before=${BEFORE:+$(realpath "$BEFORE")}
+# Two binaries a few percent apart need more runs than a ratio to a
+# baseline several times slower.
+runs=${RUNS:-$([ -n "$before" ] && echo 5 || echo 3)}
 work=${BENCH_DIR:-$(mktemp -d /var/tmp/canga-bench.XXXXXX)}
 results=${RESULTS:-$here/RESULTS.md}
 trap 'rm -rf "$work"' EXIT

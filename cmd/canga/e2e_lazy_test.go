@@ -485,3 +485,31 @@ func TestLazyGuestfish(t *testing.T) {
 		t.Fatalf("stats %+v for a blob of %d bytes", st, blob)
 	}
 }
+
+// TestLazyOpenFails: canga nbd listens before it opens the chain, so that
+// a client's start-up overlaps the first requests to the remote. When the
+// chain cannot be opened (here the remote has lost its chunk lists) it
+// still fails cleanly, and takes its socket away.
+func TestLazyOpenFails(t *testing.T) {
+	pub, served, _, home, _, _ := lazySetup(t, remServe)
+	dir := filepath.Join(served, "blobs", "sha256")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if "sha256:"+e.Name() != pub.BaseBlob && "sha256:"+e.Name() != pub.ChildBlob {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sock := filepath.Join(t.TempDir(), "nbd.sock")
+	r := fails(t, home, "nbd", remName+":child", "--socket", sock)
+	if !strings.Contains(r.stderr, "chunk") {
+		t.Fatalf("the error does not say what failed: %v", r)
+	}
+	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+		t.Fatalf("canga nbd left its socket behind: %v", err)
+	}
+}

@@ -43,15 +43,20 @@ func (c *nbdCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	li, err := r.OpenLazy(e.ctx, ix, id)
-	if err != nil {
-		return err
-	}
-	defer li.Close()
+	// Listen before the chain is opened (its chunk lists and first
+	// chunks may come over the network): a client that connects now waits
+	// in the backlog for the greeting, and its own start-up overlaps
+	// ours.
 	ln, where, err := c.listen(h, id)
 	if err != nil {
 		return err
 	}
+	li, err := r.OpenLazy(e.ctx, ix, id)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer li.Close()
 	srv, err := nbd.New(li.Disk, li.Size, nbd.WithName(""), nbd.WithDescription("canga image "+string(id)),
 		nbd.WithAllocation(li.Allocation))
 	if err != nil {
