@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // benchImage makes (once per process) a qcow2 image of size bytes whose
@@ -45,7 +47,7 @@ func benchImage(b *testing.B, fill int, args ...string) string {
 		f.WriteAt(buf, off)
 	}
 	f.Close()
-	qemu(b, "qemu-img", append(append([]string{"convert", "-f", "raw", "-O", "qcow2"}, args...), raw, name)...)
+	testkit.Run(b, "qemu-img", append(append([]string{"convert", "-f", "raw", "-O", "qcow2"}, args...), raw, name)...)
 	os.Remove(raw)
 	return name
 }

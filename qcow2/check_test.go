@@ -16,32 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cangallo/canga/internal/testkit"
 	"github.com/cangallo/canga/qcow2"
 )
 
 // The oracle of these tests is qemu-img check (package qemu-utils): every
 // image, clean or damaged on purpose, is checked by both, and the counts,
 // the findings and the exit status must agree.
-
-func chkNeedQemu(t testing.TB) {
-	t.Helper()
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not found: install qemu-utils to run these tests", tool)
-		}
-	}
-}
-
-func chkRun(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, out.String(), errb.String())
-	}
-	return out.String()
-}
 
 // chkCreate makes a qcow2 image with qemu-img create.
 func chkCreate(t testing.TB, dir, name, size string, opts ...string) string {
@@ -51,7 +32,7 @@ func chkCreate(t testing.TB, dir, name, size string, opts ...string) string {
 	if len(opts) > 0 {
 		args = append(args, "-o", strings.Join(opts, ","))
 	}
-	chkRun(t, "qemu-img", append(args, p, size)...)
+	testkit.Run(t, "qemu-img", append(args, p, size)...)
 	return p
 }
 
@@ -62,7 +43,7 @@ func chkIO(t testing.TB, path string, cmds ...string) {
 	for _, c := range cmds {
 		args = append(args, "-c", c)
 	}
-	chkRun(t, "qemu-io", append(args, path)...)
+	testkit.Run(t, "qemu-io", append(args, path)...)
 }
 
 // chkQemu is qemu-img check's verdict on an image.
@@ -84,25 +65,14 @@ type chkQemu struct {
 
 func chkQemuCheck(t testing.TB, path string, args ...string) chkQemu {
 	t.Helper()
-	cmd := exec.Command("qemu-img", append(append([]string{"check", "--output=json"}, args...), path)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var q chkQemu
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		q.Exit = ee.ExitCode()
-	case err != nil:
-		t.Fatalf("qemu-img check %s: %v", path, err)
-	}
-	q.Stderr = errb.String()
-	if out.Len() > 0 {
-		if err := json.Unmarshal(out.Bytes(), &q.Report); err != nil {
-			t.Fatalf("qemu-img check %s: bad JSON: %v\n%s", path, err, out.String())
+	out, code, stderr := testkit.RunCode(t, "qemu-img", append(append([]string{"check", "--output=json"}, args...), path)...)
+	q := chkQemu{Exit: code, Stderr: stderr}
+	if out != "" {
+		if err := json.Unmarshal([]byte(out), &q.Report); err != nil {
+			t.Fatalf("qemu-img check %s: bad JSON: %v\n%s", path, err, out)
 		}
 	}
-	sc := bufio.NewScanner(&errb)
+	sc := bufio.NewScanner(strings.NewReader(stderr))
 	for sc.Scan() {
 		if f, ok := chkFinding(sc.Text()); ok {
 			q.Findings = append(q.Findings, f)
@@ -193,7 +163,7 @@ func chkAgree(t *testing.T, path string) (*qcow2.CheckResult, chkQemu) {
 // Clean images of every kind qemu makes: both must find no error and the
 // same statistics.
 func TestCheckCleanImages(t *testing.T) {
-	chkNeedQemu(t)
+	testkit.Need(t, "qemu-img", "qemu-io")
 	writes := []string{"write -P 0x11 0 192k", "write -P 0x22 1M 4k", "write -P 0x33 5M 512", "write -z 6M 64k"}
 	tests := []struct {
 		name  string
@@ -295,14 +265,14 @@ func TestCheckCleanImages(t *testing.T) {
 		{"zstd-extended-l2", func(t *testing.T, dir string) string {
 			src := chkRawSource(t, dir)
 			p := filepath.Join(dir, "i.qcow2")
-			chkRun(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type=zstd,extended_l2=on", src, p)
+			testkit.Run(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type=zstd,extended_l2=on", src, p)
 			return p
 		}},
 		{"snapshots", func(t *testing.T, dir string) string { return chkSnapshotImage(t, dir, "i.qcow2") }},
 		{"snapshots-compat0.10", func(t *testing.T, dir string) string {
 			p := chkCreate(t, dir, "i.qcow2", "8M", "compat=0.10")
 			chkIO(t, p, "write -P 1 0 256k")
-			chkRun(t, "qemu-img", "snapshot", "-c", "s1", p)
+			testkit.Run(t, "qemu-img", "snapshot", "-c", "s1", p)
 			chkIO(t, p, "write -P 2 64k 64k")
 			return p
 		}},
@@ -310,15 +280,15 @@ func TestCheckCleanImages(t *testing.T) {
 			base := chkCreate(t, dir, "base.qcow2", "8M")
 			chkIO(t, base, "write -P 1 0 1M")
 			top := filepath.Join(dir, "top.qcow2")
-			chkRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top)
+			testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top)
 			chkIO(t, top, "write -P 2 64k 64k", "write -z 512k 64k", "write -P 3 3M 4k")
 			return top
 		}},
 		{"bitmaps", func(t *testing.T, dir string) string {
 			p := chkCreate(t, dir, "i.qcow2", "64M")
-			chkRun(t, "qemu-img", "bitmap", "--add", p, "b0")
+			testkit.Run(t, "qemu-img", "bitmap", "--add", p, "b0")
 			chkIO(t, p, "write 0 1M", "write 32M 64k")
-			chkRun(t, "qemu-img", "bitmap", "--add", "-g", "512", p, "b1")
+			testkit.Run(t, "qemu-img", "bitmap", "--add", "-g", "512", p, "b1")
 			chkIO(t, p, "write 2M 8M")
 			return p
 		}},
@@ -365,7 +335,7 @@ func chkCompressed(t testing.TB, dir, typ, cluster string) string {
 	t.Helper()
 	src := chkRawSource(t, dir)
 	p := filepath.Join(dir, "i.qcow2")
-	chkRun(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type="+typ+",cluster_size="+cluster, src, p)
+	testkit.Run(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type="+typ+",cluster_size="+cluster, src, p)
 	// A normal cluster amid the compressed ones.
 	chkIO(t, p, "write -P 9 64k 4k")
 	return p
@@ -378,9 +348,9 @@ func chkSnapshotImage(t testing.TB, dir, name string) string {
 	t.Helper()
 	p := chkCreate(t, dir, name, "8M")
 	chkIO(t, p, "write -P 1 0 512k", "write -P 2 2M 64k")
-	chkRun(t, "qemu-img", "snapshot", "-c", "s1", p)
+	testkit.Run(t, "qemu-img", "snapshot", "-c", "s1", p)
 	chkIO(t, p, "write -P 3 64k 64k", "write -P 4 4M 64k")
-	chkRun(t, "qemu-img", "snapshot", "-c", "second snapshot", p)
+	testkit.Run(t, "qemu-img", "snapshot", "-c", "second snapshot", p)
 	chkIO(t, p, "write -P 5 128k 64k")
 	return p
 }
@@ -389,7 +359,7 @@ func chkSnapshotImage(t testing.TB, dir, name string) string {
 // (it opens the image for checking only), and both report the missing
 // refcounts as corruptions.
 func TestCheckDirtyLazyRefcounts(t *testing.T) {
-	chkNeedQemu(t)
+	testkit.Need(t, "qemu-img", "qemu-io")
 	p := chkCreate(t, t.TempDir(), "i.qcow2", "8M", "lazy_refcounts=on")
 	// qemu-io kills itself before it can flush the refcounts.
 	cmd := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 1 0 128k", "-c", "sigraise 9", p)
@@ -526,7 +496,7 @@ func (f *chkFile) bitmapDir() int64 {
 
 func chkBitmapImage(t *testing.T) *chkFile {
 	p := chkCreate(t, t.TempDir(), "i.qcow2", "64M")
-	chkRun(t, "qemu-img", "bitmap", "--add", p, "b0")
+	testkit.Run(t, "qemu-img", "bitmap", "--add", p, "b0")
 	chkIO(t, p, "write 0 1M", "write 32M 64k")
 	return chkOpen(t, p)
 }
@@ -536,7 +506,7 @@ func chkBitmapImage(t *testing.T) *chkFile {
 // counts, the findings and the exit status; want is the exit status both
 // must give, to make sure that the damage is what the case says.
 func TestCheckDamagedImages(t *testing.T) {
-	chkNeedQemu(t)
+	testkit.Need(t, "qemu-img", "qemu-io")
 	base := func(t *testing.T, opts ...string) *chkFile {
 		p := chkCreate(t, t.TempDir(), "i.qcow2", "8M", opts...)
 		chkIO(t, p, "write -P 1 0 256k", "write -P 2 1M 64k")
@@ -871,7 +841,7 @@ func TestCheckDamagedImages(t *testing.T) {
 // Headers qemu-img cannot even open: canga must fail the same way (status
 // 1), not report.
 func TestCheckUnopenable(t *testing.T) {
-	chkNeedQemu(t)
+	testkit.Need(t, "qemu-img", "qemu-io")
 	tests := []struct {
 		name   string
 		damage func(f *chkFile)
@@ -897,7 +867,7 @@ func TestCheckUnopenable(t *testing.T) {
 // A raw file has no checks: qemu-img exits 63, and Check says it is not
 // qcow2, which canga check turns into 63 too.
 func TestCheckRaw(t *testing.T) {
-	chkNeedQemu(t)
+	testkit.Need(t, "qemu-img", "qemu-io")
 	p := filepath.Join(t.TempDir(), "disk.raw")
 	if err := os.WriteFile(p, bytes.Repeat([]byte("raw!"), 1024), 0o644); err != nil {
 		t.Fatal(err)
@@ -915,7 +885,7 @@ func TestCheckRaw(t *testing.T) {
 // Hostile metadata: whatever the numbers say, Check returns fast, without
 // panicking and without allocating in proportion to them.
 func TestCheckHostile(t *testing.T) {
-	chkNeedQemu(t)
+	testkit.Need(t, "qemu-img", "qemu-io")
 	tests := []struct {
 		name   string
 		qemu   bool // qemu-img copes too: compare
@@ -1093,7 +1063,7 @@ func TestCheckReport(t *testing.T) {
 
 // The human summary matches qemu-img check's stdout byte for byte.
 func TestCheckSummaryMatchesQemu(t *testing.T) {
-	chkNeedQemu(t)
+	testkit.Need(t, "qemu-img", "qemu-io")
 	dir := t.TempDir()
 	clean := chkCreate(t, dir, "clean.qcow2", "8M")
 	chkIO(t, clean, "write -P 1 0 300k", "write -P 2 4M 64k")
@@ -1120,7 +1090,7 @@ func TestCheckSummaryMatchesQemu(t *testing.T) {
 
 // Check reads through an io.ReaderAt that is not a file.
 func TestCheckReaderAt(t *testing.T) {
-	chkNeedQemu(t)
+	testkit.Need(t, "qemu-img", "qemu-io")
 	p := chkSnapshotImage(t, t.TempDir(), "i.qcow2")
 	data, err := os.ReadFile(p)
 	if err != nil {
@@ -1150,7 +1120,7 @@ func (f chkFailingReader) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func FuzzCheck(f *testing.F) {
-	chkNeedQemu(f)
+	testkit.Need(f, "qemu-img", "qemu-io")
 	dir := f.TempDir()
 	// Seeds of a few KiB: 512-byte clusters, a little data.
 	seeds := []string{
@@ -1161,10 +1131,10 @@ func FuzzCheck(f *testing.F) {
 	}
 	chkIO(f, seeds[0], "write -P 1 0 4k", "write -z 8k 1k")
 	chkIO(f, seeds[1], "write -P 2 4k 2k")
-	chkRun(f, "qemu-img", "snapshot", "-c", "s", seeds[1])
+	testkit.Run(f, "qemu-img", "snapshot", "-c", "s", seeds[1])
 	chkIO(f, seeds[1], "write -P 3 4k 512")
 	chkIO(f, seeds[2], "write -P 4 0 1k")
-	chkRun(f, "qemu-img", "bitmap", "--add", seeds[3], "b0")
+	testkit.Run(f, "qemu-img", "bitmap", "--add", seeds[3], "b0")
 	chkIO(f, seeds[3], "write -P 5 0 2k")
 	for _, p := range seeds {
 		data, err := os.ReadFile(p)
@@ -1188,7 +1158,7 @@ func FuzzCheck(f *testing.F) {
 }
 
 func BenchmarkCheck(b *testing.B) {
-	chkNeedQemu(b)
+	testkit.Need(b, "qemu-img", "qemu-io")
 	p := chkCreate(b, b.TempDir(), "i.qcow2", "1G")
 	// ~25% of the disk: a 1 MiB write every 4 MiB.
 	var cmds []string

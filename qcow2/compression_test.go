@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 func TestParseCompression(t *testing.T) {
@@ -30,7 +32,7 @@ func TestHeaderCompression(t *testing.T) {
 		want Compression
 	}{{"compression_type=zlib", CompressionZlib}, {"compression_type=zstd", CompressionZstd}, {"compat=0.10", CompressionZlib}} {
 		name := filepath.Join(dir, "q.qcow2")
-		qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", c.opts, name, "1M")
+		testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", c.opts, name, "1M")
 		if got := readHeader(t, name).Compression(); got != c.want {
 			t.Errorf("%s: %q, want %q", c.opts, got, c.want)
 		}
@@ -48,7 +50,7 @@ func TestHeaderCompression(t *testing.T) {
 		if got := readHeader(t, name).Compression(); got != c.want {
 			t.Errorf("written with %q: %q, want %q", c.opt, got, c.want)
 		}
-		qemu(t, "qemu-img", "check", "-q", name)
+		testkit.Run(t, "qemu-img", "check", "-q", name)
 	}
 	f, err := os.Create(filepath.Join(dir, "lz4.qcow2"))
 	if err != nil {

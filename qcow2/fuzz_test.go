@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cangallo/canga/internal/testkit"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -53,24 +54,24 @@ func fuzzImages(f *testing.F, extendedL2 bool) [][]byte {
 	}
 	for i, args := range variants {
 		p := filepath.Join(dir, fmt.Sprintf("seed%d.qcow2", i))
-		qemu(f, "qemu-img", append(append([]string{"convert", "-f", "raw", "-O", "qcow2"}, args...), src, p)...)
+		testkit.Run(f, "qemu-img", append(append([]string{"convert", "-f", "raw", "-O", "qcow2"}, args...), src, p)...)
 		switch i {
 		case 0:
-			qemuIO(f, "qcow2", p, "write -z 1k 512", "write -P 9 6k 1k")
+			testkit.QemuIO(f, "qcow2", p, "write -z 1k 512", "write -P 9 6k 1k")
 		case 1:
-			qemu(f, "qemu-img", "snapshot", "-c", "s1", p)
-			qemuIO(f, "qcow2", p, "write -P 8 0 512")
+			testkit.Run(f, "qemu-img", "snapshot", "-c", "s1", p)
+			testkit.QemuIO(f, "qcow2", p, "write -P 8 0 512")
 		case 2:
-			qemu(f, "qemu-img", "bitmap", "--add", p, "b0")
+			testkit.Run(f, "qemu-img", "bitmap", "--add", p, "b0")
 		case 6:
-			qemuIO(f, "qcow2", p, "write -z 3k 2k", "write -P 9 7k 1k")
+			testkit.QemuIO(f, "qcow2", p, "write -z 3k 2k", "write -P 9 7k 1k")
 		}
 		add(p)
 	}
 	// An overlay: a backing file name and format, and little else.
 	top := filepath.Join(dir, "top.qcow2")
-	qemu(f, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "-b", "seed0.qcow2", "-F", "qcow2", top)
-	qemuIO(f, "qcow2", top, "write -P 3 1k 1k")
+	testkit.Run(f, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "-b", "seed0.qcow2", "-F", "qcow2", top)
+	testkit.QemuIO(f, "qcow2", top, "write -P 3 1k 1k")
 	add(top)
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cangallo/canga/internal/testkit"
 	kflate "github.com/klauspost/compress/flate"
 	"golang.org/x/sys/unix"
 )
@@ -45,8 +46,8 @@ func realClusters(b *testing.B) (srcs [][]byte, clusterSize int64) {
 	name := filepath.Join(dir, "inflate-zlib-64k.qcow2")
 	if _, err := os.Stat(name); err != nil {
 		raw := filepath.Join(b.TempDir(), "bench.raw")
-		qemu(b, "sh", "../bench/mkimage.sh", raw)
-		qemu(b, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "cluster_size=64k", raw, name+".tmp")
+		testkit.Run(b, "sh", "../bench/mkimage.sh", raw)
+		testkit.Run(b, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "cluster_size=64k", raw, name+".tmp")
 		if err := os.Rename(name+".tmp", name); err != nil {
 			b.Fatal(err)
 		}

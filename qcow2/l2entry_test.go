@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // TestL2EntryCodec decodes every L2 entry of images qemu wrote and encodes
@@ -16,9 +18,9 @@ func TestL2EntryCodec(t *testing.T) {
 	for _, cs := range []string{"512", "4k", "64k", "2M"} {
 		t.Run(cs, func(t *testing.T) {
 			name := filepath.Join(dir, "c"+cs+".qcow2")
-			qemu(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "cluster_size="+cs, src, name)
+			testkit.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "cluster_size="+cs, src, name)
 			// A zero cluster, and data that replaces a compressed one.
-			qemuIO(t, "qcow2", name, "write -z 0 "+cs, "write -P 7 4M 64k")
+			testkit.QemuIO(t, "qcow2", name, "write -z 0 "+cs, "write -P 7 4M 64k")
 			kinds := map[clusterKind]int{}
 			walkL2(t, name, func(img *Image, e l2Entry, b l2Bitmap) {
 				k := e.kind(img.extendedL2)
@@ -56,9 +58,9 @@ func TestL2EntryCodec(t *testing.T) {
 // TestL2EntrySubclusters reads the subcluster bitmaps qemu writes.
 func TestL2EntrySubclusters(t *testing.T) {
 	name := filepath.Join(t.TempDir(), "ext.qcow2")
-	qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=64k,extended_l2=on", name, "1M")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=64k,extended_l2=on", name, "1M")
 	// Subcluster size 2 KiB: subclusters 1 and 2 data, 4 zero.
-	qemuIO(t, "qcow2", name, "write -P 1 2k 4k", "write -z 8k 2k")
+	testkit.QemuIO(t, "qcow2", name, "write -P 1 2k 4k", "write -z 8k 2k")
 	var seen int
 	walkL2(t, name, func(img *Image, e l2Entry, b l2Bitmap) {
 		if e == 0 && b == 0 {

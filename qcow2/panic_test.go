@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // panicDisk is a disk whose ReadAt panics on the byte at, as a decoder
@@ -81,7 +83,7 @@ func TestDecompressPanic(t *testing.T) {
 	src := filepath.Join(dir, "src.raw")
 	writeSource(t, src, 1<<20, 3)
 	name := filepath.Join(dir, "c.qcow2")
-	qemu(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", src, name)
+	testkit.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", src, name)
 	d, err := OpenFile(name)
 	if err != nil {
 		t.Fatal(err)

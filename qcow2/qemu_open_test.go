@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/cangallo/canga/internal/testkit"
 	"github.com/cangallo/canga/qcow2"
 )
 
@@ -159,14 +160,11 @@ func (f *chkFile) bitmapsExt() int64 {
 func qemuConvert(t *testing.T, path string) (string, string) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "out.raw")
-	cmd := exec.Command("qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, out)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		if stderr.Len() == 0 {
-			t.Fatalf("qemu-img convert: %v", err)
+	if _, code, stderr := testkit.RunCode(t, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, out); code != 0 {
+		if stderr == "" {
+			t.Fatalf("qemu-img convert: exit %d", code)
 		}
-		return "", stderr.String()
+		return "", stderr
 	}
 	return out, ""
 }
@@ -391,7 +389,7 @@ var openRefusals = []openRefusal{
 // must refuse the image with its message, canga with its own, and canga
 // check must exit as qemu-img check does.
 func TestOpenRefusesWhatQemuRefuses(t *testing.T) {
-	chkNeedQemu(t)
+	testkit.Need(t, "qemu-img", "qemu-io")
 	for _, c := range openRefusals {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -432,7 +430,7 @@ func TestOpenRefusesWhatQemuRefuses(t *testing.T) {
 // Images that qemu opens and that canga opened wrongly once, or might:
 // canga must read them too, to the same bytes.
 func TestOpenAcceptsWhatQemuAccepts(t *testing.T) {
-	chkNeedQemu(t)
+	testkit.Need(t, "qemu-img", "qemu-io")
 	tests := []struct {
 		name string
 		base string
@@ -486,7 +484,7 @@ func TestOpenAcceptsWhatQemuAccepts(t *testing.T) {
 // qemu reads these images, canga refuses them with a clear error, when it
 // opens them or when it reads the part that is broken.
 func TestOpenStricterThanQemu(t *testing.T) {
-	chkNeedQemu(t)
+	testkit.Need(t, "qemu-img", "qemu-io")
 	tests := []struct {
 		name  string
 		base  string

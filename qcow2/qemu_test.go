@@ -2,63 +2,18 @@ package qcow2
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // Test images are made by qemu-img and qemu-io at test time; qemu is the
 // oracle every result is compared with.
-
-// qemu runs a qemu tool and fails the test, with its output, if it fails.
-func qemu(t testing.TB, tool string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(tool, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", tool, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// qemuIO runs qemu-io commands on an image (format given, so that a raw
-// file is never probed).
-func qemuIO(t testing.TB, format, image string, cmds ...string) {
-	t.Helper()
-	args := []string{"-f", format}
-	for _, c := range cmds {
-		args = append(args, "-c", c)
-	}
-	qemu(t, "qemu-io", append(args, image)...)
-}
-
-// qemuRaw converts an image to raw with qemu-img and returns the raw file.
-func qemuRaw(t testing.TB, image string) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), filepath.Base(image)+".raw")
-	qemu(t, "qemu-img", "convert", "-O", "raw", image, out)
-	return out
-}
-
-func sha256File(t testing.TB, name string) string {
-	t.Helper()
-	f, err := os.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))
-}
 
 // writeSource writes a raw disk of size bytes that looks like a used disk:
 // runs of random bytes, of compressible text, of zeros, and holes. The same
@@ -106,8 +61,8 @@ func writeSource(t testing.TB, name string, size int64, seed uint64) {
 // qemu-img reads: the digest, random ReadAt ranges, and the extent map.
 func checkAgainstQemu(t *testing.T, image string, opts ...Option) {
 	t.Helper()
-	ref := qemuRaw(t, image)
-	want := sha256File(t, ref)
+	ref := testkit.QemuRaw(t, image)
+	want := testkit.Sha256sum(t, ref).String()
 	refBytes, err := os.ReadFile(ref)
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"testing/iotest"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 // imageCase builds one image in dir and returns its path.
@@ -22,7 +24,7 @@ func converted(size int64, args ...string) func(t *testing.T, dir string) string
 		src := filepath.Join(dir, "src.raw")
 		writeSource(t, src, size, uint64(size))
 		out := filepath.Join(dir, "img.qcow2")
-		qemu(t, "qemu-img", append(append([]string{"convert", "-f", "raw", "-O", "qcow2"}, args...), src, out)...)
+		testkit.Run(t, "qemu-img", append(append([]string{"convert", "-f", "raw", "-O", "qcow2"}, args...), src, out)...)
 		return out
 	}
 }
@@ -35,8 +37,8 @@ func written(size string, opts string, cmds ...string) func(t *testing.T, dir st
 		if opts != "" {
 			args = append(args, "-o", opts)
 		}
-		qemu(t, "qemu-img", append(args, out, size)...)
-		qemuIO(t, "qcow2", out, cmds...)
+		testkit.Run(t, "qemu-img", append(args, out, size)...)
+		testkit.QemuIO(t, "qcow2", out, cmds...)
 		return out
 	}
 }
@@ -101,54 +103,54 @@ func TestChainsMatchQemu(t *testing.T) {
 			base := converted(24*mib)(t, dir)
 			mid := filepath.Join(dir, "mid.qcow2")
 			top := filepath.Join(dir, "top.qcow2")
-			qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", mid)
-			qemuIO(t, "qcow2", mid, "write -P 0xa1 100k 2m", "write -z 4m 3m", "discard 10m 1m")
-			qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top)
-			qemuIO(t, "qcow2", top, "write -z 0 512k", "write -P 0xa2 5m 100k", "discard 12m 2m", "write -z 16m 4m")
+			testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", mid)
+			testkit.QemuIO(t, "qcow2", mid, "write -P 0xa1 100k 2m", "write -z 4m 3m", "discard 10m 1m")
+			testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top)
+			testkit.QemuIO(t, "qcow2", top, "write -z 0 512k", "write -P 0xa2 5m 100k", "discard 12m 2m", "write -z 16m 4m")
 			_ = base
 			return top
 		}},
 		{"top-larger-than-base", func(t *testing.T, dir string) string {
 			converted(6*mib)(t, dir)
 			top := filepath.Join(dir, "top.qcow2")
-			qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", top, "20M")
-			qemuIO(t, "qcow2", top, "write -P 0xb1 5m 2m", "write -P 0xb2 15m 64k")
+			testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", top, "20M")
+			testkit.QemuIO(t, "qcow2", top, "write -P 0xb1 5m 2m", "write -P 0xb2 15m 64k")
 			return top
 		}},
 		{"top-smaller-than-base", func(t *testing.T, dir string) string {
 			converted(20*mib)(t, dir)
 			top := filepath.Join(dir, "top.qcow2")
-			qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", top, "7M")
-			qemuIO(t, "qcow2", top, "write -P 0xb1 1m 64k")
+			testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", top, "7M")
+			testkit.QemuIO(t, "qcow2", top, "write -P 0xb1 1m 64k")
 			return top
 		}},
 		{"raw-base", func(t *testing.T, dir string) string {
 			base := filepath.Join(dir, "base.raw")
 			writeSource(t, base, 9*mib+1000, 7)
 			top := filepath.Join(dir, "top.qcow2")
-			qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", top, "12M")
-			qemuIO(t, "qcow2", top, "write -P 0xc1 100k 200k", "write -z 3m 1m")
+			testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", top, "12M")
+			testkit.QemuIO(t, "qcow2", top, "write -P 0xc1 100k 200k", "write -z 3m 1m")
 			return top
 		}},
 		{"compressed-base-extended-top", func(t *testing.T, dir string) string {
 			converted(16*mib, "-c", "-o", "compression_type=zstd")(t, dir)
 			top := filepath.Join(dir, "top.qcow2")
-			qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "img.qcow2", "-F", "qcow2", top)
-			qemuIO(t, "qcow2", top, "write -P 0xd1 3k 5k", "write -z 70k 2k", "discard 1m 64k")
+			testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "img.qcow2", "-F", "qcow2", top)
+			testkit.QemuIO(t, "qcow2", top, "write -P 0xd1 3k 5k", "write -z 70k 2k", "discard 1m 64k")
 			return top
 		}},
 		{"absolute-backing-name", func(t *testing.T, dir string) string {
 			base := converted(4*mib)(t, dir)
 			top := filepath.Join(dir, "top.qcow2")
-			qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top)
-			qemuIO(t, "qcow2", top, "write -P 0xe1 0 64k")
+			testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top)
+			testkit.QemuIO(t, "qcow2", top, "write -P 0xe1 0 64k")
 			return top
 		}},
 		{"backing-without-format", func(t *testing.T, dir string) string {
 			converted(8*mib)(t, dir)
 			top := filepath.Join(dir, "top.qcow2")
-			qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", top)
-			qemuIO(t, "qcow2", top, "write -P 0xf1 1m 1m")
+			testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", top)
+			testkit.QemuIO(t, "qcow2", top, "write -P 0xf1 1m 1m")
 			dropBackingFormat(t, top)
 			return top
 		}},
@@ -156,8 +158,8 @@ func TestChainsMatchQemu(t *testing.T) {
 			base := filepath.Join(dir, "base.raw")
 			writeSource(t, base, 4*mib, 9)
 			top := filepath.Join(dir, "top.qcow2")
-			qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", top)
-			qemuIO(t, "qcow2", top, "write -P 0xf2 1m 1m")
+			testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", top)
+			testkit.QemuIO(t, "qcow2", top, "write -P 0xf2 1m 1m")
 			dropBackingFormat(t, top)
 			return top
 		}},
@@ -230,8 +232,8 @@ func TestRawFilesAreImages(t *testing.T) {
 func TestReaderContract(t *testing.T) {
 	dir := t.TempDir()
 	img := converted(3<<20, "-c", "-o", "cluster_size=4k")(t, dir)
-	qemuIO(t, "qcow2", img, "write -P 0x12 100k 50k", "write -z 1m 100k")
-	want, err := os.ReadFile(qemuRaw(t, img))
+	testkit.QemuIO(t, "qcow2", img, "write -P 0x12 100k 50k", "write -z 1m 100k")
+	want, err := os.ReadFile(testkit.QemuRaw(t, img))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,8 +251,8 @@ func TestLayerDescribesOnlyTheTop(t *testing.T) {
 	dir := t.TempDir()
 	converted(4<<20)(t, dir)
 	top := filepath.Join(dir, "top.qcow2")
-	qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", top)
-	qemuIO(t, "qcow2", top, "write -P 1 64k 64k", "write -z 256k 64k")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", top)
+	testkit.QemuIO(t, "qcow2", top, "write -P 1 64k 64k", "write -z 256k 64k")
 	d, err := OpenFile(top)
 	if err != nil {
 		t.Fatal(err)

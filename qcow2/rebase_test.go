@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cangallo/canga/internal/testkit"
 )
 
 func setBackingFile(t *testing.T, name, backing, format string) error {
@@ -22,11 +24,11 @@ func TestSetBacking(t *testing.T) {
 	dir := t.TempDir()
 	converted(6<<20, "-c")(t, dir) // img.qcow2
 	top := filepath.Join(dir, "top.qcow2")
-	qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", top)
-	qemuIO(t, "qcow2", top, "write -P 0x61 1m 64k", "write -z 2m 64k")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", top)
+	testkit.QemuIO(t, "qcow2", top, "write -P 0x61 1m 64k", "write -z 2m 64k")
 	// A dirty bitmap and the feature name table must survive the rewrite.
-	qemu(t, "qemu-img", "bitmap", "--add", top, "b0")
-	want := sha256File(t, qemuRaw(t, top))
+	testkit.Run(t, "qemu-img", "bitmap", "--add", top, "b0")
+	want := testkit.Sha256sum(t, testkit.QemuRaw(t, top)).String()
 
 	// Rename the base, as canga does when a blob gets its final name.
 	if err := os.Rename(filepath.Join(dir, "img.qcow2"), filepath.Join(dir, "0123abcd")); err != nil {
@@ -35,14 +37,14 @@ func TestSetBacking(t *testing.T) {
 	if err := setBackingFile(t, top, "0123abcd", "qcow2"); err != nil {
 		t.Fatal(err)
 	}
-	info := qemu(t, "qemu-img", "info", "--output=json", top)
+	info := testkit.Run(t, "qemu-img", "info", "--output=json", top)
 	for _, s := range []string{`"backing-filename": "0123abcd"`, `"backing-filename-format": "qcow2"`, `"name": "b0"`} {
 		if !strings.Contains(info, s) {
 			t.Errorf("qemu-img info lacks %s:\n%s", s, info)
 		}
 	}
 	qemuCheckClean(t, top)
-	if got := sha256File(t, qemuRaw(t, top)); got != want {
+	if got := testkit.Sha256sum(t, testkit.QemuRaw(t, top)).String(); got != want {
 		t.Fatalf("content changed: %s, want %s", got, want)
 	}
 
@@ -65,7 +67,7 @@ func TestSetBacking(t *testing.T) {
 	}
 	d.Close()
 	qemuCheckClean(t, top)
-	if got := sha256File(t, qemuRaw(t, top)); got != want {
+	if got := testkit.Sha256sum(t, testkit.QemuRaw(t, top)).String(); got != want {
 		t.Fatalf("content changed: %s", got)
 	}
 
@@ -73,7 +75,7 @@ func TestSetBacking(t *testing.T) {
 	if err := setBackingFile(t, top, "", ""); err != nil {
 		t.Fatal(err)
 	}
-	if info := qemu(t, "qemu-img", "info", top); strings.Contains(info, "backing file") {
+	if info := testkit.Run(t, "qemu-img", "info", top); strings.Contains(info, "backing file") {
 		t.Errorf("backing file left: %s", info)
 	}
 }
@@ -81,7 +83,7 @@ func TestSetBacking(t *testing.T) {
 func TestSetBackingRefuses(t *testing.T) {
 	dir := t.TempDir()
 	small := filepath.Join(dir, "small.qcow2")
-	qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", small, "1M")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", small, "1M")
 	before, _ := os.ReadFile(small)
 	for _, c := range []struct{ name, format, want string }{
 		{strings.Repeat("x", 400), "qcow2", "does not fit"},
@@ -100,12 +102,12 @@ func TestSetBackingRefuses(t *testing.T) {
 	}
 	// Version 2 images work too.
 	v2 := filepath.Join(dir, "v2.qcow2")
-	qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", v2, "1M")
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", v2, "1M")
 	if err := setBackingFile(t, v2, "small.qcow2", "qcow2"); err != nil {
 		t.Fatal(err)
 	}
 	qemuCheckClean(t, v2)
-	if info := qemu(t, "qemu-img", "info", v2); !strings.Contains(info, "backing file: small.qcow2") {
+	if info := testkit.Run(t, "qemu-img", "info", v2); !strings.Contains(info, "backing file: small.qcow2") {
 		t.Errorf("v2: %s", info)
 	}
 }

@@ -6,32 +6,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/cangallo/canga/internal/testkit"
 	"github.com/opencontainers/go-digest"
 )
 
-// qemuCheckClean runs qemu-img check and canga's Check on an image we
-// wrote: both must find no errors and no leaks.
+// qemuCheckClean requires qemu-img check and canga's Check to find an
+// image we wrote clean: no errors and no leaks.
 func qemuCheckClean(t *testing.T, image string) {
 	t.Helper()
-	out, err := exec.Command("qemu-img", "check", "--output=json", image).CombinedOutput()
-	if err != nil {
-		t.Fatalf("qemu-img check %s: %v\n%s", image, err, out)
-	}
-	var res struct {
-		Corruptions, Leaks int
-		CheckErrors        int `json:"check-errors"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("qemu-img check output: %v\n%s", err, out)
-	}
-	if res.Corruptions+res.Leaks+res.CheckErrors != 0 {
-		t.Fatalf("qemu-img check: %s", out)
-	}
+	testkit.QemuCheck(t, image)
 	f, err := os.Open(image)
 	if err != nil {
 		t.Fatal(err)
@@ -41,15 +28,6 @@ func qemuCheckClean(t *testing.T, image string) {
 	r, err := Check(f, fi.Size())
 	if err != nil || !r.Clean() {
 		t.Fatalf("canga check: %+v, %v", r, err)
-	}
-}
-
-// qemuCompare requires qemu-img compare to call two images identical.
-func qemuCompare(t *testing.T, a, b string) {
-	t.Helper()
-	out, err := exec.Command("qemu-img", "compare", a, b).CombinedOutput()
-	if err != nil {
-		t.Fatalf("qemu-img compare %s %s: %v\n%s", a, b, err, out)
 	}
 }
 
@@ -99,8 +77,8 @@ func TestConvertMatrix(t *testing.T) {
 		{"chain", func(t *testing.T, dir string) string {
 			converted(17*mib, "-c")(t, dir)
 			top := filepath.Join(dir, "top.qcow2")
-			qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", top, "20M")
-			qemuIO(t, "qcow2", top, "write -P 0x31 1m 2m", "write -z 5m 3m", "discard 9m 1m", "write -P 0x32 18m 1m")
+			testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", top, "20M")
+			testkit.QemuIO(t, "qcow2", top, "write -P 0x31 1m 2m", "write -z 5m 3m", "discard 9m 1m", "write -P 0x32 18m 1m")
 			return top
 		}},
 	}
@@ -109,18 +87,18 @@ func TestConvertMatrix(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			src := s.build(t, dir)
-			want := sha256File(t, qemuRaw(t, src))
+			want := testkit.Sha256sum(t, testkit.QemuRaw(t, src)).String()
 			for _, cs := range []int64{0, 4 << 10, 64 << 10, 2 << 20} { // 0: the default of each compression
 				for _, comp := range []Compression{CompressionNone, CompressionZlib, CompressionZstd} {
 					name := fmt.Sprintf("cs%d-%s", cs, comp)
 					out := filepath.Join(dir, name+".qcow2")
 					convertFile(t, src, out, ConvertOptions{ClusterSize: cs, Compression: comp})
 					qemuCheckClean(t, out)
-					qemuCompare(t, src, out)
-					if got := sha256File(t, qemuRaw(t, out)); got != want {
+					testkit.QemuCompare(t, src, out)
+					if got := testkit.Sha256sum(t, testkit.QemuRaw(t, out)).String(); got != want {
 						t.Fatalf("%s: content %s, want %s", name, got, want)
 					}
-					info := qemu(t, "qemu-img", "info", "--output=json", out)
+					info := testkit.Run(t, "qemu-img", "info", "--output=json", out)
 					if comp == CompressionZstd && !strings.Contains(info, `"compression-type": "zstd"`) {
 						t.Fatalf("%s: not zstd: %s", name, info)
 					}
@@ -144,7 +122,7 @@ func TestConvertMatrix(t *testing.T) {
 			}
 			f.Close()
 			d.Close()
-			if got := sha256File(t, raw); got != want {
+			if got := testkit.Sha256sum(t, raw).String(); got != want {
 				t.Fatalf("raw: %s, want %s", got, want)
 			}
 		})
@@ -156,9 +134,9 @@ func TestConvertDelta(t *testing.T) {
 	dir := t.TempDir()
 	base := converted(64*mib)(t, dir)
 	top := filepath.Join(dir, "top.qcow2")
-	qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", top)
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", top)
 	// About 1% of the disk changes: new data, zeros over data, a discard.
-	qemuIO(t, "qcow2", top, "write -P 0x41 3m 256k", "write -z 20m 192k", "discard 40m 128k", "write -P 0x42 63m 64k")
+	testkit.QemuIO(t, "qcow2", top, "write -P 0x41 3m 256k", "write -z 20m 192k", "discard 40m 128k", "write -P 0x42 63m 64k")
 
 	full := filepath.Join(dir, "full.qcow2")
 	fullStats := convertFile(t, top, full, ConvertOptions{Compression: CompressionZlib})
@@ -193,11 +171,11 @@ func TestConvertDelta(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := digest.NewDigest(digest.SHA256, h); string(got) != sha256File(t, qemuRaw(t, top)) {
+			if got := digest.NewDigest(digest.SHA256, h); string(got) != testkit.Sha256sum(t, testkit.QemuRaw(t, top)).String() {
 				t.Errorf("content hash %s is not the image ID", got)
 			}
 			qemuCheckClean(t, delta)
-			qemuCompare(t, top, delta)
+			testkit.QemuCompare(t, top, delta)
 			if st.FileSize*20 > fullStats.FileSize {
 				t.Errorf("delta is %d bytes, full copy %d: more than 5%%", st.FileSize, fullStats.FileSize)
 			}
@@ -228,7 +206,7 @@ func TestConvertDelta(t *testing.T) {
 		t.Errorf("delta against itself: %+v", st)
 	}
 	qemuCheckClean(t, same)
-	qemuCompare(t, base, same)
+	testkit.QemuCompare(t, base, same)
 }
 
 func TestCreate(t *testing.T) {
@@ -251,13 +229,13 @@ func TestCreate(t *testing.T) {
 			VirtualSize int64 `json:"virtual-size"`
 			ClusterSize int64 `json:"cluster-size"`
 		}
-		json.Unmarshal([]byte(qemu(t, "qemu-img", "info", "--output=json", name)), &info)
+		json.Unmarshal([]byte(testkit.Run(t, "qemu-img", "info", "--output=json", name)), &info)
 		if info.VirtualSize != (c.size+511)&^511 || info.ClusterSize != c.cs {
 			t.Errorf("%s: qemu-img info says %+v", name, info)
 		}
 		// qemu can write to what we create.
 		if c.size >= 1<<20 {
-			qemuIO(t, "qcow2", name, "write -P 7 0 64k")
+			testkit.QemuIO(t, "qcow2", name, "write -P 7 0 64k")
 			qemuCheckClean(t, name)
 		}
 	}
@@ -270,5 +248,5 @@ func TestCreate(t *testing.T) {
 	}
 	f.Close()
 	qemuCheckClean(t, top)
-	qemuCompare(t, base, top)
+	testkit.QemuCompare(t, base, top)
 }
