@@ -9,14 +9,14 @@
 # BEFORE=OLDCANGA also runs an earlier canga binary on every row of the
 # first table, alternating with CANGA run by run, against the same
 # baselines, and adds a before-and-after table: a change is judged in one
-# run, not against figures of another day. RUNS then defaults to 5.
+# run, not against figures of another day. RUNS then defaults to 7.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 canga=$(realpath "${1:-$here/../bin/canga}")
 before=${BEFORE:+$(realpath "$BEFORE")}
 # Two binaries a few percent apart need more runs than a ratio to a
 # baseline several times slower.
-runs=${RUNS:-$([ -n "$before" ] && echo 5 || echo 3)}
+runs=${RUNS:-$([ -n "$before" ] && echo 7 || echo 3)}
 work=${BENCH_DIR:-$(mktemp -d /var/tmp/canga-bench.XXXXXX)}
 results=${RESULTS:-$here/RESULTS.md}
 trap 'rm -rf "$work"' EXIT
@@ -63,16 +63,24 @@ measure_canga() {
 		measure "$name" "${@//@canga@/$canga}"
 		return
 	fi
-	# The earlier binary goes first, so that output files left behind
-	# are this one's.
+	# The order alternates (ABBA) so that neither binary always runs
+	# right after the other's writes; the last round runs the earlier
+	# binary first, so that the output files left behind are this one's.
 	local i count=$runs warm=
 	runs=1
 	local -A tn tb
 	for ((i = 0; i < count; i++)); do
-		measure "before-$name" "${@//@canga@/$before}"
-		tb[$i]=${T[before-$name]} tb[m$i]=${M[before-$name]}
-		measure "$name" "${@//@canga@/$canga}"
-		tn[$i]=${T[$name]} tn[m$i]=${M[$name]}
+		if (((count - 1 - i) % 2)); then
+			measure "$name" "${@//@canga@/$canga}"
+			tn[$i]=${T[$name]} tn[m$i]=${M[$name]}
+			measure "before-$name" "${@//@canga@/$before}"
+			tb[$i]=${T[before-$name]} tb[m$i]=${M[before-$name]}
+		else
+			measure "before-$name" "${@//@canga@/$before}"
+			tb[$i]=${T[before-$name]} tb[m$i]=${M[before-$name]}
+			measure "$name" "${@//@canga@/$canga}"
+			tn[$i]=${T[$name]} tn[m$i]=${M[$name]}
+		fi
 		warm=1
 	done
 	runs=$count
@@ -173,9 +181,9 @@ before_after() {
 	[ "$bv" = dev ] && bv=$(basename "$before")
 	echo "## Before and after"
 	echo
-	echo "The same rows, with an earlier canga ($bv) run in turn with this one ($nv), run by run,"
-	echo "in this run (\`make bench BEFORE=OLDCANGA\`). Ratios are to the baselines above; lower is"
-	echo "better except for the pull, a throughput."
+	echo "The same rows, with an earlier canga ($bv) run in turn with this one ($nv), run by run"
+	echo "in alternating order, in this run (\`make bench BEFORE=OLDCANGA\`): median of $runs runs each."
+	echo "Ratios are to the baselines above; lower is better except for the pull, a throughput."
 	echo
 	echo "| measurement | before | now | before ratio | now ratio | |"
 	echo "|---|---|---|---|---|---|"
