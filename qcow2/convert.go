@@ -278,7 +278,7 @@ func convertChunk(ctx context.Context, src Disk, opt *ConvertOptions, comp *comp
 		clear(base[n:])
 	}
 
-	zeros := zeroChunk[:cs]
+	zeros := zeroChunk()[:cs]
 	for k := range clusters {
 		p := padded[int64(k)*cs : int64(k+1)*cs]
 		isZero := bytes.Equal(p, zeros)
@@ -389,8 +389,8 @@ func (c *compressor) compress(dst, p []byte) ([]byte, error) {
 // hashZeros writes n zero bytes to h.
 func hashZeros(h hash.Hash, n int64) {
 	for n > 0 {
-		k := min(n, int64(len(zeroChunk)))
-		h.Write(zeroChunk[:k])
+		k := min(n, int64(len(zeroChunk())))
+		h.Write(zeroChunk()[:k])
 		n -= k
 	}
 }
@@ -406,7 +406,7 @@ func (a *appendWriter) Write(p []byte) (int, error) {
 // Ranges of zeros are left as holes.
 func ConvertRaw(ctx context.Context, f *os.File, src Disk, opt ScanOptions) error {
 	const block = 4096 // holes at the file system's granularity
-	zeros := zeroChunk[:block]
+	zeros := zeroChunk()[:block]
 	err := Scan(ctx, src, opt, func(off int64, p []byte, zero bool) error {
 		if zero {
 			return nil

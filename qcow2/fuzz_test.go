@@ -114,7 +114,7 @@ func FuzzImage(f *testing.F) {
 				if _, err := img.ReadAt(p, off); err != nil && err != io.EOF {
 					t.Fatalf("ReadAt of a %s extent: %v", e.Kind, err)
 				}
-				if !bytes.Equal(p, zeroChunk[:len(p)]) {
+				if !bytes.Equal(p, zeroChunk()[:len(p)]) {
 					t.Fatalf("extent %+v reads non-zero bytes", e)
 				}
 			}

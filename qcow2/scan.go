@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"hash"
 	"runtime"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -23,8 +24,10 @@ type ScanOptions struct {
 }
 
 // zeroChunk is shared by every scan: chunks that read as zeros are handed
-// out from it without I/O or clearing.
-var zeroChunk = make([]byte, DefaultChunkSize)
+// out from it without I/O or clearing. It is made on first use, so that a
+// command that reads no disk does not start with 4 MiB of heap, and a
+// garbage collection, before its main.
+var zeroChunk = sync.OnceValue(func() []byte { return make([]byte, DefaultChunkSize) })
 
 // Scan reads d from start to end and calls fn for each chunk, in order.
 // Workers read and decompress chunks ahead of fn, in parallel; chunks that
@@ -38,7 +41,7 @@ func Scan(ctx context.Context, d Disk, opt ScanOptions, fn func(off int64, p []b
 		// A small disk needs no buffer larger than itself.
 		chunk = max(512, (size+511)&^511)
 	}
-	zeros := zeroChunk
+	zeros := zeroChunk()
 	if chunk > int64(len(zeros)) {
 		zeros = make([]byte, chunk)
 	}

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -30,12 +31,15 @@ type Reference struct {
 }
 
 // The grammar is distribution's (reference/regexp.go), as oras-go and
-// Docker use it.
+// Docker use it. The expressions are compiled on first use: every canga
+// command starts with this package's init, and most never parse a
+// reference.
+const nameComponent = `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
+
 var (
-	nameComponent = `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
-	nameRegexp    = regexp.MustCompile(`^` + nameComponent + `(?:/` + nameComponent + `)*$`)
-	tagRegexp     = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
-	labelRegexp   = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$`)
+	nameRegexp  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^` + nameComponent + `(?:/` + nameComponent + `)*$`) })
+	tagRegexp   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[\w][\w.-]{0,127}$`) })
+	labelRegexp = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$`) })
 )
 
 // maxNameLength is Docker's bound on a whole name (host and path).
@@ -159,7 +163,7 @@ func ValidateHost(host string) error {
 		return fmt.Errorf("host %q: name too long", host)
 	}
 	for label := range strings.SplitSeq(name, ".") {
-		if !labelRegexp.MatchString(label) {
+		if !labelRegexp().MatchString(label) {
 			return fmt.Errorf("host %q: not a host name or IPv4 address", host)
 		}
 	}
@@ -173,7 +177,7 @@ func ValidateName(name string) error {
 		return fmt.Errorf("empty repository name")
 	case strings.ToLower(name) != name:
 		return fmt.Errorf("repository name %q: must be lower case", name)
-	case !nameRegexp.MatchString(name):
+	case !nameRegexp().MatchString(name):
 		return fmt.Errorf("repository name %q: path components of a-z, 0-9 and single separators . _ __ - between them, joined by /", name)
 	}
 	return nil
@@ -183,7 +187,7 @@ func validateTag(tag string) error {
 	if tag == "" {
 		return fmt.Errorf("empty tag")
 	}
-	if !tagRegexp.MatchString(tag) {
+	if !tagRegexp().MatchString(tag) {
 		return fmt.Errorf("tag %q: up to 128 of A-Z a-z 0-9 _ . -, not starting with . or -", tag)
 	}
 	return nil
