@@ -69,9 +69,11 @@ func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, star
 	if w == nil {
 		depth = hashPipelineDepth
 	}
+	// A nil in free is a buffer not taken from the pool yet: a small blob
+	// (a chunk list, an index) needs one, not depth.
 	free := make(chan *[]byte, depth)
 	for range depth {
-		free <- bufPool.Get().(*[]byte)
+		free <- nil
 	}
 	toHash := make([]chan job, len(hs))
 	hashed := make(chan error, len(hs))
@@ -107,7 +109,9 @@ func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, star
 		}
 		// Every buffer is back once the hashers are done.
 		for range depth {
-			bufPool.Put(<-free)
+			if bp := <-free; bp != nil {
+				bufPool.Put(bp)
+			}
 		}
 		if len(herrs) > 0 {
 			err = errors.Join(append([]error{err}, herrs...)...)
@@ -124,6 +128,9 @@ func copyHashed(ctx context.Context, w io.Writer, r io.Reader, h io.Writer, star
 			return n, nil // the deferred wait returns the hasher's error
 		}
 		bp := <-free
+		if bp == nil {
+			bp = bufPool.Get().(*[]byte)
+		}
 		buf := *bp
 		// ReadFull fills the buffer so that the writes are big however small
 		// the reader's chunks are.

@@ -291,20 +291,33 @@ func (p *Partial) WriteChunk(i int64, data []byte) error {
 		return wrap("write chunk", subject, notWritable(err))
 	}
 	p.have[i] = true
-	return wrap("write chunk", subject, p.extend())
+	return wrap("write chunk", subject, p.extend(i, data))
 }
 
 // extend moves Offset over the chunks held after it, hashing their bytes
-// into the digest, so that the download goes on after them.
-func (p *Partial) extend() error {
+// into the digest, so that the download goes on after them. chunk, if not
+// nil, holds the bytes of chunk i, just written: they need not be read
+// back. A whole chunk was checked against the list when it was written,
+// so its sum goes into the list as it is, not hashed a second time.
+func (p *Partial) extend(i int64, chunk []byte) error {
 	for p.have != nil && p.off < p.size && p.have[p.off/p.chunkSize] {
-		end := (p.off/p.chunkSize)*p.chunkSize + p.chunkLen(p.off/p.chunkSize)
-		b := make([]byte, end-p.off)
-		if _, err := p.f.ReadAt(b, p.off); err != nil {
-			return err
+		k := p.off / p.chunkSize
+		start := k * p.chunkSize
+		end := start + p.chunkLen(k)
+		var b []byte
+		if k == i && chunk != nil {
+			b = chunk[p.off-start:]
+		} else {
+			b = make([]byte, end-p.off)
+			if _, err := p.f.ReadAt(b, p.off); err != nil {
+				return err
+			}
 		}
 		p.h.Write(b)
-		if _, err := p.ch.Write(b); err != nil {
+		if p.off == start {
+			// The chunker holds whole chunks only, up to off.
+			p.ch.sums = append(p.ch.sums, p.sum(k)...)
+		} else if _, err := p.ch.Write(b); err != nil {
 			// The bytes before off in this chunk came from a stream
 			// and were not those of the chunk.
 			return err
@@ -345,7 +358,7 @@ func (p *Partial) appendLocked(ctx context.Context, r io.Reader, progress func(n
 		for i := range p.off / p.chunkSize {
 			p.have[i] = true
 		}
-		err = p.extend()
+		err = p.extend(-1, nil)
 	}
 	var serr *sourceError
 	if err == nil || errors.As(err, &serr) || errors.Is(err, ctx.Err()) {

@@ -222,7 +222,11 @@ func (r *Repo) openLazyBlobs(ctx context.Context, src httpSource, ix *index.Inde
 				return err
 			}
 			blobs[i] = b
-			return b.ensure(ctx, 0)
+			err = b.ensure(ctx, 0)
+			if serr := b.listStored(); err == nil && serr != nil {
+				err = fmt.Errorf("store the chunk list of %s: %w", index.ShortID(cid), serr)
+			}
+			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -258,6 +262,10 @@ type lazyBlob struct {
 	x     expect
 	cs    int64
 	stats *lazyCounters
+	// listStored waits until the chunk list, fetched from the remote, is
+	// in the store (at once if it was there).
+	listStored func() error
+	bufs       sync.Pool // *[]byte of cs bytes, for chunks being fetched
 
 	mu     sync.RWMutex // readers of p or f hold it shared; completion alone
 	p      *cas.Partial // nil once the blob is complete
@@ -272,15 +280,23 @@ type chunkCall struct {
 	err  error
 }
 
-func (r *Repo) lazyBlob(ctx context.Context, src httpSource, ix *index.Index, id digest.Digest, stats *lazyCounters) (*lazyBlob, error) {
+func (r *Repo) lazyBlob(ctx context.Context, src httpSource, ix *index.Index, id digest.Digest, stats *lazyCounters) (_ *lazyBlob, err error) {
 	e := ix.Images[id]
 	if e.Blob == "" || e.Chunks == "" || e.ChunkSize == 0 {
 		return nil, fmt.Errorf("%w: %s of %s (pull it)", ErrNoChunks, index.ShortID(id), r.Name())
 	}
-	list, err := r.chunkList(ctx, src, e)
+	list, stored, err := r.chunkList(ctx, src, e)
 	if err != nil {
 		return nil, fmt.Errorf("chunk list of %s: %w", index.ShortID(id), err)
 	}
+	// The list is stored while the partial is opened and, by the caller,
+	// the header's chunk fetched: it is waited for before this returns an
+	// error, and by openLazyBlobs otherwise.
+	defer func() {
+		if err != nil {
+			_ = stored()
+		}
+	}()
 	x := expect{virtualSize: e.VirtualSize}
 	if e.Parent != "" {
 		x.backing = ix.Images[e.Parent].Blob.Encoded()
@@ -300,7 +316,7 @@ func (r *Repo) lazyBlob(ctx context.Context, src httpSource, ix *index.Index, id
 	if err != nil {
 		return nil, err
 	}
-	b := &lazyBlob{ctx: ctx, r: r, src: src, id: id, e: e, x: x, cs: e.ChunkSize, stats: stats, p: p, calls: map[int64]*chunkCall{}}
+	b := &lazyBlob{ctx: ctx, r: r, src: src, id: id, e: e, x: x, cs: e.ChunkSize, stats: stats, p: p, calls: map[int64]*chunkCall{}, listStored: stored}
 	for i := range b.count() {
 		if p.Has(i) {
 			b.held.Add(1)
@@ -318,24 +334,37 @@ func (r *Repo) lazyBlob(ctx context.Context, src httpSource, ix *index.Index, id
 }
 
 // chunkList returns the chunk list of entry e: from the store, or fetched
-// from the remote and stored (checked against its digest), so that the
-// next use needs no request.
-func (r *Repo) chunkList(ctx context.Context, src httpSource, e *index.Entry) ([]byte, error) {
+// from the remote, checked against its digest, and stored so that the next
+// use needs no request. Storing it (a file and two fsyncs) runs while the
+// caller goes on; stored waits for it and says whether it failed.
+func (r *Repo) chunkList(ctx context.Context, src httpSource, e *index.Entry) (list []byte, stored func() error, err error) {
+	done := func() error { return nil }
 	size, err := cas.ChunkListSize(e.BlobSize, e.ChunkSize)
 	if err != nil {
-		return nil, err
+		return nil, done, err
 	}
 	if list, ok, err := r.storedChunkList(e); err != nil || ok {
-		return list, err
+		return list, done, err
 	}
 	b := make([]byte, size)
 	if err := src.c.ReadRange(ctx, src.url, remote.BlobPath(e.Chunks.Encoded()), 0, b, size); err != nil {
-		return nil, err
+		return nil, done, err
 	}
-	if _, err := r.store.Ingest(ctx, bytes.NewReader(b), e.Chunks, size, nil); err != nil {
-		return nil, err
+	// Checked here, before anything reads it; the store checks again.
+	if d := digest.FromBytes(b); d != e.Chunks {
+		return nil, done, fmt.Errorf("%w: chunk list %s: the remote's bytes hash to %s", cas.ErrDigestMismatch, e.Chunks, d)
 	}
-	return b, nil
+	if err := cas.CheckChunkList(b, e.BlobSize, e.ChunkSize); err != nil {
+		return nil, done, fmt.Errorf("chunk list %s: %w", e.Chunks, err)
+	}
+	ingested := make(chan error, 1)
+	go func() {
+		var err error
+		defer func() { ingested <- err }()
+		defer panics.Recover(&err, ErrInternal, func() string { return "storing chunk list " + string(e.Chunks) })
+		_, err = r.store.Ingest(ctx, bytes.NewReader(b), e.Chunks, size, nil)
+	}()
+	return b, sync.OnceValue(func() error { return <-ingested }), nil
 }
 
 func (b *lazyBlob) count() int64 { return cas.ChunkCount(b.e.BlobSize, b.cs) }
@@ -423,7 +452,14 @@ func (b *lazyBlob) ensure(ctx context.Context, i int64) error {
 // the blob whole.
 func (b *lazyBlob) fetch(ctx context.Context, i int64) error {
 	length := min(b.cs, b.e.BlobSize-i*b.cs)
-	buf := make([]byte, length)
+	bp, _ := b.bufs.Get().(*[]byte)
+	if bp == nil || int64(cap(*bp)) < length {
+		nb := make([]byte, b.cs)
+		bp = &nb
+	}
+	// WriteChunk keeps nothing of buf: it is written and hashed.
+	defer b.bufs.Put(bp)
+	buf := (*bp)[:length]
 	if err := b.src.c.ReadRange(ctx, b.src.url, remote.BlobPath(b.e.Blob.Encoded()), i*b.cs, buf, b.e.BlobSize); err != nil {
 		b.stats.failures.Add(1)
 		return fmt.Errorf("%s chunk %d: %w", index.ShortID(b.id), i, err)

@@ -337,3 +337,31 @@ func TestLazyHugeBlobSize(t *testing.T) {
 		}
 	}
 }
+
+// TestLazyTamperedChunkList: a chunk list is checked against its digest
+// before anything reads by it, and is not stored; the open fails and
+// leaves nothing behind.
+func TestLazyTamperedChunkList(t *testing.T) {
+	ctx := context.Background()
+	src, ix, chain, ls, cache := lazyChain(t)
+	e := ix.Images[chain[2].id]
+	list := readFile(t, filepath.Join(src.dir, "blobs", "sha256", e.Chunks.Encoded()))
+	// Another chunk's sum in place of the first: a well-formed list that
+	// would have every read of chunk 0 refused, or worse, trusted.
+	bad := append(append([]byte(nil), list[cas.ChunkSumSize:2*cas.ChunkSumSize]...), list[cas.ChunkSumSize:]...)
+	ls.tamper["/"+remote.BlobPath(e.Chunks.Encoded())] = bad
+	if _, err := cache.OpenLazy(ctx, ix, chain[2].id); !errors.Is(err, cas.ErrDigestMismatch) {
+		t.Fatalf("open with a tampered chunk list: %v", err)
+	}
+	if has, err := cache.store.Has(e.Chunks); err != nil || has {
+		t.Fatalf("the tampered chunk list was stored (%v)", err)
+	}
+	// The other blobs of the chain keep what they fetched (their header
+	// chunks), as after any stop; the top has no partial, and no
+	// temporary file is left.
+	for _, name := range tmpEntries(t, cache) {
+		if name != "partial-"+chain[0].hex() && name != "partial-"+chain[1].hex() {
+			t.Fatalf(".tmp/%s left after a refused open", name)
+		}
+	}
+}
