@@ -3,7 +3,8 @@
 # realistic input, in one run; prints ratios and writes bench/RESULTS.md.
 #
 # Each command runs $RUNS times (default 3) after a warm-up, with the page
-# cache warm, and the median wall time is kept. Peak memory is the largest
+# cache warm and nothing left to write back (sync), and the median wall
+# time is kept. Peak memory is the largest
 # maximum RSS of canga's runs.
 #
 # BEFORE=OLDCANGA also runs an earlier canga binary on every row of the
@@ -44,6 +45,8 @@ measure() {
 	fi
 	local times=() rss=0 i s k
 	for ((i = 0; i < runs; i++)); do
+		# What the previous run left to write back must not slow this one.
+		sync
 		/usr/bin/time -f "%e %M" -o time.out "$@" >/dev/null 2>&1
 		read -r s k <time.out
 		times+=("$s")
