@@ -36,7 +36,7 @@ virt=$(stat -c %s ext4.raw)
 
 # measure NAME CMD...: median wall seconds of $runs runs into T[NAME],
 # max RSS (KiB) into M[NAME]. The command's output is discarded.
-declare -A T M
+declare -A T M S
 measure() {
 	local name=$1
 	shift
@@ -88,8 +88,12 @@ measure_canga() {
 	done
 	runs=$count
 	median() { sort -n | sed -n "$(((count + 1) / 2))p"; }
+	# spread: the interquartile range of the runs, in seconds.
+	spread() { sort -n | awk -v n="$count" '{ v[NR] = $1 } END { lo = int((n + 3) / 4); hi = n + 1 - lo; printf "%.2f", v[hi] - v[lo] }'; }
 	T[$name]=$(for ((i = 0; i < count; i++)); do echo "${tn[$i]}"; done | median)
 	T[before-$name]=$(for ((i = 0; i < count; i++)); do echo "${tb[$i]}"; done | median)
+	S[$name]=$(for ((i = 0; i < count; i++)); do echo "${tn[$i]}"; done | spread)
+	S[before-$name]=$(for ((i = 0; i < count; i++)); do echo "${tb[$i]}"; done | spread)
 	M[$name]=$(for ((i = 0; i < count; i++)); do echo "${tn[m$i]}"; done | sort -n | tail -1)
 	M[before-$name]=$(for ((i = 0; i < count; i++)); do echo "${tb[m$i]}"; done | sort -n | tail -1)
 }
@@ -185,8 +189,10 @@ before_after() {
 	echo "## Before and after"
 	echo
 	echo "The same rows, with an earlier canga ($bv) run in turn with this one ($nv), run by run"
-	echo "in alternating order, in this run (\`make bench BEFORE=OLDCANGA\`): median of $runs runs each."
-	echo "Ratios are to the baselines above; lower is better except for the pull, a throughput."
+	echo "in alternating order, in this run (\`make bench BEFORE=OLDCANGA\`): median of $runs runs each,"
+	echo "and in brackets the interquartile range (IQR) of those runs. Ratios are to the baselines above;"
+	echo "lower is better except for the pull, a throughput. A median slower by less than the larger"
+	echo "of the two spreads is reported as within the spread, not as a change."
 	echo
 	echo "| measurement | before | now | before ratio | now ratio | |"
 	echo "|---|---|---|---|---|---|"
@@ -195,16 +201,26 @@ before_after() {
 	judge() {
 		awk -v n="$1" -v b="$2" -v dir="$3" 'BEGIN { print ((dir == "lower" ? n <= b : n >= b) ? "as good or better" : "WORSE") }'
 	}
+	# judge_time NAME: this binary's median time against the earlier
+	# one's. A slower median by less than the runs' spread (the larger
+	# interquartile range of the two) is within the noise, and said so.
+	judge_time() {
+		awk -v n="${T[$1]}" -v b="${T[before-$1]}" -v sn="${S[$1]}" -v sb="${S[before-$1]}" 'BEGIN {
+			s = (sn > sb ? sn : sb)
+			if (n <= b) print "as good or better"
+			else if (n - b <= s) printf "same within the spread (%.2f s slower, spread %.2f s)\n", n - b, s
+			else print "WORSE"
+		}'
+	}
 	row() { # row TEXT NAME BASELINE-NAME time|throughput
-		local rb rn dir=lower
+		local rb rn
 		rb=$(ratio "${T[before-$2]}" "${T[$3]}")
 		rn=$(ratio "${T[$2]}" "${T[$3]}")
 		if [ "$4" = throughput ]; then
 			rb=$(ratio "${T[$3]}" "${T[before-$2]}")
 			rn=$(ratio "${T[$3]}" "${T[$2]}")
-			dir=higher
 		fi
-		echo "| $1 | ${T[before-$2]} s | ${T[$2]} s | $rb | $rn | $(judge "$rn" "$rb" $dir) |"
+		echo "| $1 | ${T[before-$2]} s (IQR ${S[before-$2]}) | ${T[$2]} s (IQR ${S[$2]}) | $rb | $rn | $(judge_time "$2") |"
 	}
 	sizerow() { # sizerow TEXT BEFORE-FILE NOW-FILE QEMU-FILE
 		local rb rn
