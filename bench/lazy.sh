@@ -147,7 +147,7 @@ first_byte_vs_pull() {
 
 echo "== chunk size 1 MiB: first byte of the export vs pull of the chain" >&2
 port=$best
-# Three runs of each (a tenth of a second is within a run's spread on a
+# Three runs of each (a few hundredths of a second are within the spread on a
 # loaded machine); the medians are kept.
 ttfbs=() pulls=()
 for i in 1 2 3; do

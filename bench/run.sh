@@ -4,8 +4,7 @@
 #
 # Each command runs $RUNS times (default 3) after a warm-up, with the page
 # cache warm and nothing left to write back (sync), and the median wall
-# time is kept. Peak memory is the largest
-# maximum RSS of canga's runs.
+# time is kept. Peak memory is the largest maximum RSS of canga's runs.
 #
 # BEFORE=OLDCANGA also runs an earlier canga binary on every row of the
 # first table, alternating with CANGA run by run, against the same
@@ -70,32 +69,38 @@ measure_canga() {
 	# right after the other's writes; the last round runs the earlier
 	# binary first, so that the output files left behind are this one's.
 	local i count=$runs warm=
+	local -A t
+	# once KEY BINARY ARGS...: one timed run of KEY, kept in t[KEY.i]
+	# (seconds) and t[KEY.mi] (KiB).
+	once() {
+		local key=$1 bin=$2
+		shift 2
+		measure "$key" "${@//@canga@/$bin}"
+		t[$key.$i]=${T[$key]} t[$key.m$i]=${M[$key]}
+	}
 	runs=1
-	local -A tn tb
 	for ((i = 0; i < count; i++)); do
 		if (((count - 1 - i) % 2)); then
-			measure "$name" "${@//@canga@/$canga}"
-			tn[$i]=${T[$name]} tn[m$i]=${M[$name]}
-			measure "before-$name" "${@//@canga@/$before}"
-			tb[$i]=${T[before-$name]} tb[m$i]=${M[before-$name]}
+			once "$name" "$canga" "$@"
+			once "before-$name" "$before" "$@"
 		else
-			measure "before-$name" "${@//@canga@/$before}"
-			tb[$i]=${T[before-$name]} tb[m$i]=${M[before-$name]}
-			measure "$name" "${@//@canga@/$canga}"
-			tn[$i]=${T[$name]} tn[m$i]=${M[$name]}
+			once "before-$name" "$before" "$@"
+			once "$name" "$canga" "$@"
 		fi
 		warm=1
 	done
 	runs=$count
+	# of KEY [m]: the times (or, with m, the KiB) of KEY's runs.
+	of() { for ((i = 0; i < count; i++)); do echo "${t[$1.${2:-}$i]}"; done; }
 	median() { sort -n | sed -n "$(((count + 1) / 2))p"; }
 	# spread: the interquartile range of the runs, in seconds.
 	spread() { sort -n | awk -v n="$count" '{ v[NR] = $1 } END { lo = int((n + 3) / 4); hi = n + 1 - lo; printf "%.2f", v[hi] - v[lo] }'; }
-	T[$name]=$(for ((i = 0; i < count; i++)); do echo "${tn[$i]}"; done | median)
-	T[before-$name]=$(for ((i = 0; i < count; i++)); do echo "${tb[$i]}"; done | median)
-	S[$name]=$(for ((i = 0; i < count; i++)); do echo "${tn[$i]}"; done | spread)
-	S[before-$name]=$(for ((i = 0; i < count; i++)); do echo "${tb[$i]}"; done | spread)
-	M[$name]=$(for ((i = 0; i < count; i++)); do echo "${tn[m$i]}"; done | sort -n | tail -1)
-	M[before-$name]=$(for ((i = 0; i < count; i++)); do echo "${tb[m$i]}"; done | sort -n | tail -1)
+	local key
+	for key in "$name" "before-$name"; do
+		T[$key]=$(of "$key" | median)
+		S[$key]=$(of "$key" | spread)
+		M[$key]=$(of "$key" m | sort -n | tail -1)
+	done
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
 sum() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a + b }'; }

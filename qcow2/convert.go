@@ -388,9 +388,10 @@ func (c *compressor) compress(dst, p []byte) ([]byte, error) {
 
 // hashZeros writes n zero bytes to h.
 func hashZeros(h hash.Hash, n int64) {
+	zeros := zeroChunk()
 	for n > 0 {
-		k := min(n, int64(len(zeroChunk())))
-		h.Write(zeroChunk()[:k])
+		k := min(n, int64(len(zeros)))
+		h.Write(zeros[:k])
 		n -= k
 	}
 }

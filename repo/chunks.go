@@ -65,11 +65,20 @@ func (r *Repo) storedChunkList(e *index.Entry) (list []byte, ok bool, err error)
 	if err != nil {
 		return nil, false, err
 	}
-	if d := digest.FromBytes(list); d != e.Chunks {
-		return nil, false, fmt.Errorf("chunk list %s: its bytes hash to %s", e.Chunks, d)
-	}
-	if err := cas.CheckChunkList(list, e.BlobSize, e.ChunkSize); err != nil {
-		return nil, false, fmt.Errorf("chunk list %s: %w", e.Chunks, err)
+	if err := checkChunkListBytes(e, list); err != nil {
+		return nil, false, err
 	}
 	return list, true, nil
+}
+
+// checkChunkListBytes checks list, read as the chunk list of entry e,
+// against its digest and against its blob's size.
+func checkChunkListBytes(e *index.Entry, list []byte) error {
+	if d := digest.FromBytes(list); d != e.Chunks {
+		return fmt.Errorf("chunk list %s: its bytes hash to %s (%w)", e.Chunks, d, cas.ErrDigestMismatch)
+	}
+	if err := cas.CheckChunkList(list, e.BlobSize, e.ChunkSize); err != nil {
+		return fmt.Errorf("chunk list %s: %w", e.Chunks, err)
+	}
+	return nil
 }

@@ -351,11 +351,8 @@ func (r *Repo) chunkList(ctx context.Context, src httpSource, e *index.Entry) (l
 		return nil, done, err
 	}
 	// Checked here, before anything reads it; the store checks again.
-	if d := digest.FromBytes(b); d != e.Chunks {
-		return nil, done, fmt.Errorf("%w: chunk list %s: the remote's bytes hash to %s", cas.ErrDigestMismatch, e.Chunks, d)
-	}
-	if err := cas.CheckChunkList(b, e.BlobSize, e.ChunkSize); err != nil {
-		return nil, done, fmt.Errorf("chunk list %s: %w", e.Chunks, err)
+	if err := checkChunkListBytes(e, b); err != nil {
+		return nil, done, err
 	}
 	ingested := make(chan error, 1)
 	go func() {
